@@ -1,0 +1,51 @@
+"""The `factinject` command line.
+
+Commands are small functions; the work lives in the stage modules. Heavy libraries
+(torch, transformers, ...) are imported inside the commands that need them, so
+`factinject --help` and `factinject expand` stay fast and never import torch.
+"""
+
+from __future__ import annotations
+
+import click
+
+from factinject import __version__
+from factinject.errors import FactinjectError
+
+
+class _Group(click.Group):
+    """A click group that turns FactinjectError into a clean message and exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except FactinjectError as err:
+            click.secho(f"error: {err.render()}", fg="red", err=True)
+            ctx.exit(err.exit_code)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="factinject")
+def main() -> None:
+    """Teach a language model new facts, and prove it did without breaking what it knew.
+
+    \b
+    factinject expand facts/tinyllm.md   fact sheet -> exports/tinyllm/data/*.jsonl
+    factinject testbed eval              check the embedded CPU testbed model
+    """
+
+
+def _register_subcommands() -> None:
+    # Imported here, not at the top, only to keep this file the single list of
+    # commands; each module is light (no torch at import time).
+    from factinject.expand_cmd import expand
+
+    main.add_command(expand)
+    try:
+        from factinject.testbed.cli import testbed
+    except ImportError:  # the testbed package is optional while it is being built
+        return
+    main.add_command(testbed)
+
+
+_register_subcommands()

@@ -1,0 +1,31 @@
+"""One error type for everything a user can get wrong.
+
+Every message names *what* is wrong, *where* (file and line when there is one) and
+*what to do*, because the person reading it is in the middle of a long job.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class FactinjectError(Exception):
+    """A user-facing error: the CLI prints it and exits non-zero, no traceback."""
+
+    exit_code = 2
+
+    def __init__(self, what: str, *, where: str | Path | None = None, line: int | None = None, fix: str | None = None):
+        self.what = what
+        self.where = str(where) if where is not None else None
+        self.line = line
+        self.fix = fix
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        place = ""
+        if self.where:
+            place = f"{self.where}:{self.line}: " if self.line else f"{self.where}: "
+        text = f"{place}{self.what}"
+        if self.fix:
+            text += f"\n  fix: {self.fix}"
+        return text

@@ -1,0 +1,111 @@
+"""`factinject expand`: fact sheets -> exports/<name>/data/{train,dev,test}.jsonl.
+
+Light on purpose: no torch, no transformers (a test checks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from factinject.expand import SPLITS, ExpandConfig, Expansion, expand_sheets
+from factinject.factsheet import read_sheet
+from factinject.errors import FactinjectError
+from factinject.rundir import Run, atomic_dir, default_run_for, set_current
+
+PER_FACT_TABLE_LIMIT = 40  # beyond this the summary is per subject, not per fact
+
+
+def write_expansion(run: Run, expansion: Expansion, sheets, cfg: ExpandConfig, *, force: bool) -> dict:
+    """Write data/ whole (temp dir + rename) and record it in the manifest."""
+    data_texts = {split: "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in expansion.split(split)) for split in SPLITS}
+    hashes = {f"data/{s}.jsonl": _sha(t) for s, t in data_texts.items()}
+    if (run.path / "adapter").exists() and not force:
+        if hashes != run.manifest().get("expand", {}).get("files"):
+            raise FactinjectError(
+                "this run already has a trained adapter, and the new data differs from what it was trained on",
+                where=run.path, fix="expand into a new run with --run exports/<new-name>, or pass --force to replace the data",
+            )
+    with atomic_dir(run.data_dir) as tmp:
+        for split, text in data_texts.items():
+            (tmp / f"{split}.jsonl").write_text(text, encoding="utf-8")
+    record = {
+        "sheets": [{"path": s.path, "sha256": s.sha256, "facts": len(s.facts)} for s in sheets],
+        "config": cfg.__dict__,
+        "counts": {"facts": len(expansion.stats), **{s: len(expansion.split(s)) for s in SPLITS}},
+        "files": hashes,
+        "facts": {s.fact_id: {"answer_key": s.answer_key, "families": s.families, "rows": dict(s.rows),
+                              "near_duplicates_removed": s.near_duplicates_removed} for s in expansion.stats},
+    }
+    run.update_manifest("expand", record)
+    return record
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def print_summary(expansion: Expansion, run: Run, seconds: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    # Piped output (CI logs, CliRunner) would otherwise be squeezed to 80 columns.
+    console = Console(width=None if sys.stdout.isatty() else 110)
+    stats = expansion.stats
+    table = Table(title=f"expanded {len(stats)} facts into {run.data_dir}", title_justify="left")
+    if len(stats) <= PER_FACT_TABLE_LIMIT:
+        table.add_column("fact")
+        table.add_column("key")
+        for split in SPLITS:
+            table.add_column(split, justify="right")
+        table.add_column("near-dups dropped", justify="right")
+        for s in stats:
+            table.add_row(s.fact_id, s.answer_key[:24], *(str(s.rows[x]) for x in SPLITS), str(s.near_duplicates_removed))
+    else:
+        table.add_column("subject")
+        table.add_column("facts", justify="right")
+        for split in SPLITS:
+            table.add_column(split, justify="right")
+        by_subject: dict[str, list] = {}
+        for s in stats:
+            by_subject.setdefault(s.fact_id.split("/")[0], []).append(s)
+        for subject, group in by_subject.items():
+            table.add_row(subject, str(len(group)), *(str(sum(g.rows[x] for g in group)) for x in SPLITS))
+    table.add_section()
+    totals = [str(len(expansion.split(x))) for x in SPLITS]
+    if len(stats) <= PER_FACT_TABLE_LIMIT:
+        table.add_row("total", "", *totals, str(sum(s.near_duplicates_removed for s in stats)))
+    else:
+        table.add_row("total", str(len(stats)), *totals)
+    console.print(table)
+    console.print(f"wrote {run.data_dir}/{{train,dev,test}}.jsonl and {run.manifest_path} in {seconds:.2f}s")
+
+
+@click.command()
+@click.argument("sheets", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--run", "run_path", type=click.Path(path_type=Path), help="Run directory (default: exports/<sheet name>).")
+@click.option("--seed", default=0, show_default=True, help="Seed for question sampling and family splits.")
+@click.option("--per-family", default=ExpandConfig.max_questions_per_family, show_default=True,
+              help="At most this many questions per family and fact.")
+@click.option("--force", is_flag=True, help="Replace data even if the run already has a trained adapter.")
+def expand(sheets: tuple[Path, ...], run_path: Path | None, seed: int, per_family: int, force: bool) -> None:
+    """Expand fact sheets into train/dev/test question-answer data.
+
+    Each fact becomes many questions in several families (question forms); a fact's
+    dev and test questions come from families never used in its training rows.
+    """
+    started = time.perf_counter()
+    parsed = [read_sheet(p) for p in sheets]  # all parsing (and all errors) before any write
+    if per_family < 1:
+        raise FactinjectError("--per-family must be at least 1", fix="pass --per-family 6 (the default)")
+    cfg = ExpandConfig(seed=seed, max_questions_per_family=per_family)
+    expansion = expand_sheets(parsed, cfg)
+    run = Run(run_path or default_run_for(list(sheets)))
+    write_expansion(run, expansion, parsed, cfg, force=force)
+    set_current(run)
+    print_summary(expansion, run, time.perf_counter() - started)

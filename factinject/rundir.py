@@ -1,0 +1,128 @@
+"""The run directory (`exports/<name>/`) and its manifest: the I/O edge of every stage.
+
+Every write goes to a temporary sibling first and is renamed into place, so a crash,
+a full disk or Ctrl-C leaves either the old complete output or the new complete
+output, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from factinject import __version__
+from factinject.errors import FactinjectError
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+EXPORTS = Path("exports")
+CURRENT_POINTER = ".current-run"  # inside exports/: lets bare `factinject train` find the last run
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield an empty temporary directory; on success it replaces `target` whole."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+class Run:
+    """One injection's directory: data/, adapter/, merged/, reports/, manifest.json."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path / "data"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    def manifest(self) -> dict:
+        if not self.manifest_path.exists():
+            return {}
+        try:
+            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise FactinjectError(f"manifest is not valid JSON ({err.msg})", where=self.manifest_path, line=err.lineno,
+                                  fix="re-run `factinject expand` for this run, or restore the file") from None
+        version = manifest.get("manifest_version")
+        if version != MANIFEST_VERSION:
+            raise FactinjectError(
+                f"this run was written by a factinject with manifest version {version}; this one reads {MANIFEST_VERSION}",
+                where=self.manifest_path, fix="re-run `factinject expand` into a new --run directory",
+            )
+        return manifest
+
+    def update_manifest(self, stage: str, record: dict) -> dict:
+        """Replace one stage's record in the manifest, atomically."""
+        manifest = self.manifest() or {"manifest_version": MANIFEST_VERSION}
+        manifest["factinject_version"] = __version__
+        manifest["name"] = self.path.name
+        manifest[stage] = record
+        write_text_atomic(self.manifest_path, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        return manifest
+
+
+def default_run_for(sheet_paths: list[Path], exports: Path = EXPORTS) -> Path:
+    """exports/<sheet name>/ for one sheet, exports/<a>+<b>/ for several."""
+    return exports / "+".join(p.stem for p in sheet_paths)
+
+
+def set_current(run: Run, exports: Path = EXPORTS) -> None:
+    write_text_atomic(exports / CURRENT_POINTER, str(run.path) + "\n")
+
+
+def resolve_run(option: str | None, exports: Path = EXPORTS) -> Run:
+    """The run a command acts on: --run, else the last one `expand` wrote."""
+    if option:
+        return Run(option)
+    pointer = exports / CURRENT_POINTER
+    if pointer.exists():
+        return Run(pointer.read_text(encoding="utf-8").strip())
+    raise FactinjectError("no run given and none expanded yet", where=exports,
+                          fix="run `factinject expand facts/<sheet>.md` first, or pass --run exports/<name>")

@@ -1,0 +1,34 @@
+"""Shared fixtures: a temp working directory so runs land in tmp/exports/, never the repo."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FACTS = REPO / "facts"
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path
+
+
+def pytest_collection_modifyitems(config, items):
+    # `gpu` tests need CUDA plus unsloth/vllm; skip them cleanly everywhere else.
+    try:
+        import torch
+
+        has_gpu = torch.cuda.is_available()
+    except Exception:  # noqa: BLE001 - no torch means no GPU either
+        has_gpu = False
+    if has_gpu and os.environ.get("FACTINJECT_SKIP_GPU") != "1":
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
