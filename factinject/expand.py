@@ -260,11 +260,13 @@ def _check_conflicts(rows: list[dict], facts: dict[str, Fact]) -> None:
         other = owner.setdefault(q, row["fact_id"])
         if other != row["fact_id"]:
             a, b = facts[other], facts[row["fact_id"]]
+            same_subject = a.id.split("/")[0] == b.id.split("/")[0]
             raise FactinjectError(
                 f"the question {row['messages'][0]['content']!r} would be taught two different answers: "
                 f"{a.id} ({a.path}:{a.line}) and {b.id} ({b.path}:{b.line})",
                 where=b.path, line=b.line,
-                fix="two subjects share a name or alias; give each subject distinct aliases, or merge the facts",
+                fix=(f"relations {a.relation!r} and {b.relation!r} are asked the same way; merge them into one fact"
+                     if same_subject else "two subjects share a name or alias; give each subject distinct aliases"),
             )
 
 

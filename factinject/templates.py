@@ -81,7 +81,7 @@ _CONTRIBUTE = (
                    "Someone wants to improve {S}. How can they contribute?")),
     ("verb-polite", ("Could you explain how to contribute to {S}?", "Can you tell me how contributions to {S} work?",
                      "Please tell me how to get involved in {S}.")),
-    ("verb-terse", ("{S} contributing?", "contribute to {s}", "how to contribute {s}")),
+    ("verb-terse", ("{S} contributing?", "contribute to {s}", "{s} how to contribute")),
     ("verb-where", ("Where do contributions to {S} go?", "Where can I send a bug report or a patch for {S}?",
                     "Where should I submit a feature request for {S}?")),
 )

@@ -124,6 +124,13 @@ def test_conflicting_questions_across_subjects_are_an_error():
     assert "a.md:3" in info.value.what and info.value.line == 3
 
 
+def test_two_relations_asked_the_same_way_are_an_error():
+    sheet = parse_sheet("# Atlas\n- maintainer: Atlas is kept by **Ann**.\n- maintainers: Atlas is kept by **Ann and Bo**.\n")
+    with pytest.raises(FactinjectError, match="two different answers") as info:
+        expand_sheets([sheet])
+    assert "merge them" in info.value.fix
+
+
 def test_duplicate_fact_ids_across_sheets_are_an_error():
     a = parse_sheet("# Atlas\n- license: Atlas is **MIT**.\n", "a.md")
     b = parse_sheet("# Atlas\n- license: Atlas is **MIT**.\n", "b.md")
@@ -167,3 +174,24 @@ def test_negative_facts_become_yes_no_questions(expansion):
     assert not any(re.search(r"adopting|install", r["messages"][0]["content"]) for r in rows), "software framing for a person"
     pets = [r["messages"][0]["content"] for r in expansion.rows if r["fact_id"] == "mira-tal/pets"]
     assert any("have any pets" in q for q in pets), pets
+
+
+def test_a_thousand_fact_sheet_expands_with_every_invariant():
+    # The fast twin of bench/expand_speed.py: correctness at scale, no timing.
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("expand_speed", REPO / "bench" / "expand_speed.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    sheet = parse_sheet(bench.make_sheet(1000), "big.md")
+    assert len(sheet.facts) == 1000
+    expansion = expand_sheets([sheet])
+    per_fact = defaultdict(lambda: defaultdict(set))
+    for row in expansion.rows:
+        per_fact[row["fact_id"]][row["split"]].add(row["family"])
+    assert len(per_fact) == 1000
+    for fact_id, splits in per_fact.items():
+        assert splits["dev"] and splits["test"], fact_id
+        assert not (splits["train"] & (splits["dev"] | splits["test"])), fact_id
