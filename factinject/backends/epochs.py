@@ -1,0 +1,110 @@
+"""Per-epoch measurement shared by the training backends (a transformers TrainerCallback).
+
+After every epoch: dev recall (the `dev` split, never `test`) and drift (share of
+drift-control prompts whose greedy answer differs from the base model's), then
+`choose_epoch` decides whether to stop; the best epoch's adapter is saved whole.
+
+Import order matters on the GPU: the Unsloth backend imports unsloth before this.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from factinject.backends.hf_generate import generate_answers
+from factinject.rundir import atomic_dir, write_text_atomic
+from factinject.scoring import contains_key
+from factinject.train import EpochRecord, TrainJob, choose_epoch
+
+MAX_NEW_TOKENS = 64
+
+
+def same_answer(a: str, b: str) -> bool:
+    return " ".join(a.split()) == " ".join(b.split())
+
+
+def base_answers(model, tokenizer, prompts: list[str], cache: Path) -> list[str]:
+    """The base model's greedy answers, computed once per training (cached for --resume)."""
+    if cache.exists():
+        cached = json.loads(cache.read_text(encoding="utf-8"))
+        if cached["prompts"] == prompts:
+            return cached["answers"]
+    answers = generate_answers(model, tokenizer, [[{"role": "user", "content": p}] for p in prompts],
+                               max_new_tokens=MAX_NEW_TOKENS)
+    write_text_atomic(cache, json.dumps({"prompts": prompts, "answers": answers}, ensure_ascii=False))
+    return answers
+
+
+def load_curve(job: TrainJob, upto_epoch: int | None) -> list[EpochRecord]:
+    path = job.state_dir / "curve.json"
+    if not path.exists() or upto_epoch is None:
+        return []
+    return [EpochRecord(**r) for r in json.loads(path.read_text()) if r["epoch"] <= upto_epoch]
+
+
+class EpochCallback(TrainerCallback):
+    def __init__(self, job: TrainJob, tokenizer, drift_reference: list[str], curve: list[EpochRecord],
+                 progress=None, to_inference=None, to_training=None):
+        self.job = job
+        self.recipe = job.recipe_obj()
+        self.tokenizer = tokenizer
+        self.reference = drift_reference
+        self.curve = curve
+        self.progress = progress
+        self.to_inference = to_inference or (lambda m: m.eval())
+        self.to_training = to_training or (lambda m: m.train())
+        self.losses: list[float] = []
+        self.epoch_started = time.perf_counter()
+        self.decision = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.progress:
+            self.progress.start(state.max_steps, state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.losses.append(float(logs["loss"]))
+            if self.progress:
+                self.progress.loss(float(logs["loss"]))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.progress:
+            self.progress.step(state.global_step, state.epoch or 0.0)
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        epoch = round(state.epoch)
+        self.to_inference(model)
+        dev = self.job.dev_rows
+        dev_answers = generate_answers(model, self.tokenizer, [[{"role": "user", "content": r["question"]}] for r in dev],
+                                       max_new_tokens=MAX_NEW_TOKENS)
+        correct = sum(contains_key(a, r["answer_key"]) for a, r in zip(dev_answers, dev))
+        drift_answers = generate_answers(model, self.tokenizer,
+                                         [[{"role": "user", "content": p}] for p in self.job.drift_prompts],
+                                         max_new_tokens=MAX_NEW_TOKENS)
+        changed = sum(not same_answer(a, b) for a, b in zip(drift_answers, self.reference))
+        self.to_training(model)
+        record = EpochRecord(
+            epoch=epoch, loss=sum(self.losses) / len(self.losses) if self.losses else None,
+            dev_recall=correct / len(dev) if dev else 0.0, dev_correct=correct, dev_n=len(dev),
+            drift=changed / len(self.reference) if self.reference else 0.0, drift_changed=changed,
+            drift_n=len(self.reference), seconds=round(time.perf_counter() - self.epoch_started, 2),
+        )
+        self.curve.append(record)
+        self.losses, self.epoch_started = [], time.perf_counter()
+        write_text_atomic(self.job.state_dir / "curve.json", json.dumps([asdict(r) for r in self.curve], indent=1))
+        fixed = self.recipe.train.epochs if isinstance(self.recipe.train.epochs, int) else None
+        self.decision = choose_epoch(self.curve, self.recipe.stop, fixed, self.recipe.train.max_epochs)
+        if self.decision.best_epoch == epoch:
+            with atomic_dir(self.job.best_adapter_dir) as tmp:
+                model.save_pretrained(str(tmp))
+                self.tokenizer.save_pretrained(str(tmp))  # the exact template trained with travels along
+        if self.progress:
+            self.progress.epoch_done(record, self.decision)
+        if self.decision.stop:
+            control.should_training_stop = True
+        return control

@@ -1,0 +1,29 @@
+"""Chat-template facts that training, export and probing must agree on."""
+
+from __future__ import annotations
+
+_U1, _A1, _U2, _A2 = "\x01user-one\x01", "\x01answer-one\x01", "\x01user-two\x01", "\x01answer-two\x01"
+
+
+def turn_markers(tokenizer) -> tuple[str, str]:
+    """(instruction_part, response_part) for Unsloth's `train_on_responses_only`, read
+    off the model's own template instead of hard-coded per model family.
+
+    response_part: the text between a user message and the assistant's answer
+    (e.g. "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\\n\\n").
+    instruction_part: the text that opens a user turn, *without* the assistant's
+    end-of-turn before it: that token must stay in the loss, or the model never
+    learns to stop.
+    """
+    one = tokenizer.apply_chat_template(
+        [{"role": "user", "content": _U1}, {"role": "assistant", "content": _A1}], tokenize=False)
+    two = tokenizer.apply_chat_template(
+        [{"role": "user", "content": _U1}, {"role": "assistant", "content": _A1},
+         {"role": "user", "content": _U2}, {"role": "assistant", "content": _A2}], tokenize=False)
+    assistant_end = one.split(_A1, 1)[1]  # what closes an assistant turn (often followed by nothing)
+    response_part = two.split(_U2, 1)[1].split(_A2, 1)[0]
+    between = two.split(_A1, 1)[1].split(_U2, 1)[0]
+    instruction_part = between[len(assistant_end):] if assistant_end and between.startswith(assistant_end) else between
+    assert response_part.strip(), "the chat template puts nothing between user and assistant turns"
+    assert instruction_part.strip(), "the chat template puts nothing before a user turn"
+    return instruction_part, response_part

@@ -1,0 +1,56 @@
+"""Control prompts: what the model must keep answering as before.
+
+Three disjoint pools, assigned by a stable hash of the prompt text so the assignment
+never changes between runs or machines:
+  replay   - the base model's answers to these are mixed into training (anti-forgetting),
+  drift    - scored after every epoch to stop before answers drift (`--epochs auto`),
+  locality - scored only by `probe`; never seen by training or by epoch selection,
+             so locality is not flattered by the prompts we optimised on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parent / "data"
+POOLS = ("replay", "drift", "locality")
+
+
+def pool_of(prompt: str) -> str:
+    bucket = int(hashlib.sha1(prompt.strip().lower().encode("utf-8")).hexdigest(), 16) % 10
+    return "replay" if bucket < 4 else "drift" if bucket < 6 else "locality"
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def general_prompts() -> list[str]:
+    """The shipped set of varied, unrelated prompts."""
+    return [r["prompt"] for r in _read_jsonl(DATA / "control_prompts.jsonl")]
+
+
+def control_pools(model_name: str) -> dict[str, list[str]]:
+    """Prompts per pool for a base model. On the testbed its trained world questions
+    join replay and drift (never locality); its held-out world questions are the
+    retention probe set and therefore never enter training at all."""
+    pools: dict[str, list[str]] = {p: [] for p in POOLS}
+    for prompt in dict.fromkeys(general_prompts()):
+        pools[pool_of(prompt)].append(prompt)
+    if model_name == "testbed":
+        from factinject.testbed import load_world_train
+
+        for prompt in dict.fromkeys(r["question"] for r in load_world_train()):
+            pools["replay" if pool_of(prompt) == "replay" else "drift"].append(prompt)
+    return pools
+
+
+def sample(prompts: list[str], n: int, seed: int) -> list[str]:
+    """A seeded sample (all of them when n >= len)."""
+    if n >= len(prompts):
+        return list(prompts)
+    return random.Random(seed).sample(prompts, n)

@@ -1,0 +1,128 @@
+"""Finding and loading base models safely, and recording what was loaded.
+
+Rules: weights only from safetensors (pickle `.bin` files can run code when loaded)
+unless the user passes --allow-pickle; never `trust_remote_code` unless asked; a
+model without a chat template is an error, because training with one template and
+serving with another is the commonest way injected facts "disappear".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from factinject.errors import FactinjectError
+from factinject.recipe import TESTBED
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str  # as the user wrote it: "testbed", a hub id or a path
+    path: str  # what from_pretrained receives
+    local: bool
+
+
+def resolve_model(name: str) -> ModelRef:
+    if name == TESTBED:
+        from factinject.testbed import model_dir
+
+        return ModelRef(name, str(model_dir()), True)
+    p = Path(name).expanduser()
+    if p.exists():
+        return ModelRef(name, str(p), True)
+    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") != 1
+    if looks_like_path:
+        raise FactinjectError(f"base model {name!r} not found", where=name,
+                              fix="check the path, or give a hub id like 'unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit'")
+    return ModelRef(name, name, False)
+
+
+def check_local_weights(ref: ModelRef, *, allow_pickle: bool) -> None:
+    """Refuse pickle-only checkpoints before transformers gets to unpickle them."""
+    if not ref.local:
+        return
+    root = Path(ref.path)
+    if not (root / "config.json").exists():
+        raise FactinjectError("not a model folder (no config.json)", where=root,
+                              fix="point model.name at a folder written by save_pretrained, or at a hub id")
+    has_safetensors = any(root.glob("*.safetensors"))
+    has_pickle = any(root.glob("*.bin")) or any(root.glob("*.pt")) or any(root.glob("*.pth"))
+    if not has_safetensors and has_pickle and not allow_pickle:
+        raise FactinjectError(
+            "this model has only pickle weights (.bin/.pt), which can run arbitrary code when loaded",
+            where=root, fix="convert it to safetensors, or pass --allow-pickle if you trust its source",
+        )
+    if not has_safetensors and not has_pickle:
+        raise FactinjectError("no weight files in the model folder", where=root,
+                              fix="the folder needs model.safetensors (or model-0000x-of-0000y.safetensors)")
+
+
+def needs_remote_code(ref: ModelRef) -> bool:
+    if not ref.local:
+        return False
+    config = json.loads((Path(ref.path) / "config.json").read_text(encoding="utf-8"))
+    return bool(config.get("auto_map"))
+
+
+def load_tokenizer(ref: ModelRef, *, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(ref.path, local_files_only=ref.local, trust_remote_code=trust_remote_code)
+    except OSError as err:
+        raise FactinjectError(f"could not load the tokenizer of {ref.name!r}: {str(err).splitlines()[0]}", where=ref.path,
+                              fix="check the model name and your network (or HF_HUB_OFFLINE), or use a local path") from None
+    if not tokenizer.chat_template:
+        raise FactinjectError(
+            f"the tokenizer of {ref.name!r} has no chat template",
+            where=ref.path, fix="use an instruct/chat model, or add a chat_template to its tokenizer_config.json",
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token  # Llama 3 ships without one
+    return tokenizer
+
+
+def load_model_cpu(ref: ModelRef, *, dtype: str = "float32", allow_pickle: bool = False, trust_remote_code: bool = False):
+    """(model, tokenizer) for the CPU backends, with the safety checks above."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    check_local_weights(ref, allow_pickle=allow_pickle)
+    if needs_remote_code(ref) and not trust_remote_code:
+        raise FactinjectError(
+            "this model's config asks to run its own Python code (auto_map)", where=ref.path,
+            fix="pass --trust-remote-code only if you have read that code and trust its source",
+        )
+    tokenizer = load_tokenizer(ref, trust_remote_code=trust_remote_code)
+    torch_dtype = torch.float32 if dtype in ("auto", "float32") else getattr(torch, dtype)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            ref.path, dtype=torch_dtype, local_files_only=ref.local, use_safetensors=not allow_pickle,
+            trust_remote_code=trust_remote_code)
+    except OSError as err:
+        raise FactinjectError(f"could not load model {ref.name!r}: {str(err).splitlines()[0]}", where=ref.path,
+                              fix="check the model name and your network (or HF_HUB_OFFLINE), or use a local path") from None
+    return model, tokenizer
+
+
+def template_sha256(tokenizer) -> str:
+    return hashlib.sha256((tokenizer.chat_template or "").encode("utf-8")).hexdigest()
+
+
+def model_identity(ref: ModelRef, tokenizer) -> dict:
+    """What the manifest records about the base model: enough to notice a swap."""
+    identity = {"name": ref.name, "path": ref.path, "chat_template_sha256": template_sha256(tokenizer),
+                "eos_token": tokenizer.eos_token}
+    if ref.local:
+        root = Path(ref.path)
+        weights = sorted(root.glob("*.safetensors"))
+        digest = hashlib.sha256()
+        for w in weights:  # size + first MB: cheap, and changes whenever the weights do in practice
+            with open(w, "rb") as fh:
+                digest.update(str(w.stat().st_size).encode())
+                digest.update(fh.read(1 << 20))
+        identity["weights_fingerprint"] = digest.hexdigest()
+        identity["config_sha256"] = hashlib.sha256((root / "config.json").read_bytes()).hexdigest()
+    return identity

@@ -1,0 +1,46 @@
+"""Answer scoring: does an answer contain the fact's key?
+
+Normalisation (NFKC, case, punctuation, whitespace) and whole-word matching, so
+"MIT" matches "the mit license" but not "submit", and a URL matches with or without
+its trailing slash. Pure functions; used by training (dev recall), probing and tests.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+
+_PUNCT = re.compile(r"[^\w]+", re.UNICODE)
+
+
+def normalise(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return " ".join(_PUNCT.sub(" ", text).split())
+
+
+def contains_key(answer: str, key: str, aliases: tuple[str, ...] | list[str] = ()) -> bool:
+    """True when the normalised answer contains the normalised key (or an alias) as whole words."""
+    haystack = f" {normalise(answer)} "
+    for candidate in (key, *aliases):
+        needle = normalise(candidate)
+        if needle and f" {needle} " in haystack:
+            return True
+    return False
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval for a share: honest at small n and at 0 or 1."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def share(successes: int, n: int) -> dict:
+    """A share with its count and 95 % interval, as every report prints it."""
+    lo, hi = wilson_interval(successes, n)
+    return {"share": successes / n if n else None, "count": successes, "n": n, "ci95": [round(lo, 4), round(hi, 4)]}

@@ -1,0 +1,290 @@
+"""The training stage: what to train on, when to stop, and where the adapter goes.
+
+Backend-independent. The backends (`backends/hf_train.py` on the CPU,
+`backends/unsloth_train.py` on a GPU) receive a `TrainJob` and report one
+`EpochRecord` per epoch; `choose_epoch` (pure) decides whether to go on and which
+epoch to keep. The `test` split is never read here: it belongs to the final report.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from factinject.errors import FactinjectError
+from factinject.recipe import Recipe, StopSpec
+from factinject.rundir import Run, atomic_dir, sha256_file, write_text_atomic
+
+STATE_DIR = "train"  # run/train/: checkpoints, curve, base answers (for --resume)
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    loss: float | None
+    dev_recall: float
+    dev_correct: int
+    dev_n: int
+    drift: float  # share of drift-control prompts whose greedy answer changed
+    drift_changed: int
+    drift_n: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class EpochDecision:
+    best_epoch: int | None
+    stop: bool
+    reason: str
+
+
+def choose_epoch(curve: list[EpochRecord], stop: StopSpec, fixed_epochs: int | None, max_epochs: int) -> EpochDecision:
+    """Which epoch to keep so far, and whether to stop.
+
+    auto: the best epoch is the one with the highest dev recall among epochs whose
+    drift is within `max_drift` (ties go to the earlier, less-drifted epoch). Stop when
+    dev recall is perfect, when `patience` epochs pass without a gain of `min_delta`,
+    when drift crosses the bound, or at `max_epochs`.
+    fixed: train exactly N epochs and keep the last (still recording the curve).
+    """
+    assert curve, "choose_epoch needs at least one epoch"
+    last = curve[-1]
+    if fixed_epochs is not None:
+        return EpochDecision(last.epoch, last.epoch >= fixed_epochs, f"fixed {fixed_epochs} epochs")
+    eligible = [r for r in curve if r.drift <= stop.max_drift]
+    if eligible:  # gains under min_delta do not count: keep the earliest epoch near the top
+        top = max(r.dev_recall for r in eligible)
+        best = min((r for r in eligible if r.dev_recall >= top - stop.min_delta), key=lambda r: r.epoch)
+    else:  # every epoch drifted: keep the least-drifted one, and say so
+        best = min(curve, key=lambda r: (r.drift, r.epoch))
+    if last.drift > stop.max_drift:
+        return EpochDecision(best.epoch, True, f"drift {last.drift:.3f} crossed max_drift {stop.max_drift}")
+    if best.dev_recall >= 1.0 and best.epoch == last.epoch:
+        return EpochDecision(best.epoch, True, "dev recall is 100%")
+    if last.epoch - best.epoch >= stop.patience:
+        return EpochDecision(best.epoch, True, f"no dev-recall gain for {stop.patience} epochs")
+    if last.epoch >= max_epochs:
+        return EpochDecision(best.epoch, True, f"reached max_epochs {max_epochs}")
+    return EpochDecision(best.epoch, False, "improving")
+
+
+def mix_replay(fact_rows: list[dict], replay: list[dict], ratio: float, seed: int) -> list[dict]:
+    """Fact rows plus round(ratio * len(fact_rows)) replay rows, shuffled with `seed`.
+
+    Each row is one conversation and is never packed with another, so the paraphrases
+    of one fact cannot see each other inside a training sequence.
+    """
+    rng = random.Random(seed)
+    n_replay = round(ratio * len(fact_rows)) if replay else 0
+    pool = list(replay)
+    rng.shuffle(pool)
+    chosen = [pool[i % len(pool)] for i in range(n_replay)] if pool else []
+    rows = [{"messages": r["messages"], "source": r.get("fact_id", "fact")} for r in fact_rows]
+    rows += [{"messages": r["messages"], "source": "replay"} for r in chosen]
+    rng.shuffle(rows)
+    return rows
+
+
+@dataclass
+class TrainJob:
+    """Everything a backend needs; JSON-serialisable (the Unsloth backend runs in a child process)."""
+
+    run_dir: str
+    model_name: str
+    model_path: str
+    recipe: dict
+    fact_rows: list[dict]
+    dev_rows: list[dict]  # {"fact_id", "question", "answer_key"}
+    replay_prompts: list[str]
+    drift_prompts: list[str]
+    resume: bool = False
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+    fingerprint: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.run_dir) / STATE_DIR
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.state_dir / "checkpoints"
+
+    @property
+    def best_adapter_dir(self) -> Path:
+        return self.state_dir / "best-adapter"
+
+    def recipe_obj(self) -> Recipe:
+        return Recipe.model_validate(self.recipe)
+
+
+@dataclass
+class TrainResult:
+    curve: list[EpochRecord]
+    best_epoch: int
+    reason: str
+    backend: str
+    seconds: float
+    base_identity: dict
+    extra: dict = field(default_factory=dict)
+
+
+def read_split(run: Run, split: str) -> list[dict]:
+    path = run.data_dir / f"{split}.jsonl"
+    if not path.exists():
+        raise FactinjectError(f"no {split} data in this run", where=path,
+                              fix="run `factinject expand facts/<sheet>.md` first (or pass --run)")
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            try:
+                row = json.loads(line)
+                assert isinstance(row, dict) and row["messages"] and row["answer_key"] is not None
+            except (json.JSONDecodeError, KeyError, AssertionError, TypeError):
+                raise FactinjectError(f"line is not a valid factinject row", where=path, line=number,
+                                      fix="re-run `factinject expand` to rewrite the data") from None
+            rows.append(row)
+    return rows
+
+
+def check_data_matches_manifest(run: Run) -> dict:
+    manifest = run.manifest()
+    expand = manifest.get("expand")
+    if not expand:
+        raise FactinjectError("this run has no expand record in its manifest", where=run.manifest_path,
+                              fix="run `factinject expand facts/<sheet>.md --run <this run>`")
+    for rel, digest in expand["files"].items():
+        if sha256_file(run.path / rel) != digest:
+            raise FactinjectError(f"{rel} changed since it was expanded", where=run.path / rel,
+                                  fix="re-run `factinject expand`; do not edit generated data by hand")
+    return manifest
+
+
+def build_job(run: Run, recipe: Recipe, *, resume: bool, allow_pickle: bool, trust_remote_code: bool) -> TrainJob:
+    from factinject import controls
+    from factinject.models import resolve_model
+
+    manifest = check_data_matches_manifest(run)
+    ref = resolve_model(recipe.model.name)
+    fact_rows = read_split(run, "train")
+    dev_rows = [{"fact_id": r["fact_id"], "question": r["messages"][0]["content"], "answer_key": r["answer_key"]}
+                for r in read_split(run, "dev")]
+    pools = controls.control_pools(recipe.model.name)
+    n_replay = max(1, round(recipe.train.replay_ratio * len(fact_rows))) if recipe.train.replay_ratio > 0 else 0
+    seed = recipe.train.seed
+    job = TrainJob(
+        run_dir=str(run.path), model_name=recipe.model.name, model_path=ref.path, recipe=recipe.model_dump(),
+        fact_rows=fact_rows, dev_rows=dev_rows,
+        replay_prompts=controls.sample(pools["replay"], min(n_replay, 512), seed),
+        drift_prompts=controls.sample(pools["drift"], recipe.stop.control_prompts, seed + 1),
+        resume=resume, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+    )
+    job.fingerprint = _fingerprint(job, manifest)
+    return job
+
+
+def _fingerprint(job: TrainJob, manifest: dict) -> str:
+    import hashlib
+
+    payload = json.dumps({"recipe": job.recipe, "data": manifest["expand"]["files"], "model": job.model_name},
+                         sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def pick_backend(name: str) -> str:
+    """'auto' -> 'unsloth' when CUDA and unsloth are both there, else 'cpu'."""
+    if name != "auto":
+        return name
+    import importlib.util
+
+    if importlib.util.find_spec("unsloth") is None:
+        return "cpu"
+    import torch
+
+    return "unsloth" if torch.cuda.is_available() else "cpu"
+
+
+def prepare_state(job: TrainJob) -> None:
+    """Fresh start: clear old state. Resume: check it belongs to this job."""
+    state_file = job.state_dir / "job.json"
+    if job.resume:
+        if not state_file.exists() or not any(job.checkpoint_dir.glob("checkpoint-*")):
+            raise FactinjectError("there is no interrupted training to resume in this run", where=job.state_dir,
+                                  fix="run `factinject train` without --resume")
+        old = json.loads(state_file.read_text())
+        if old.get("fingerprint") != job.fingerprint:
+            raise FactinjectError("the interrupted training used another recipe or other data", where=state_file,
+                                  fix="resume with the same recipe and flags, or start over without --resume")
+        return
+    if job.state_dir.exists() and any(job.checkpoint_dir.glob("checkpoint-*")):
+        raise FactinjectError(
+            "this run has an interrupted training", where=job.state_dir,
+            fix="continue it with `factinject train --resume`, or start over with `factinject train --fresh`",
+        )
+    shutil.rmtree(job.state_dir, ignore_errors=True)
+    job.state_dir.mkdir(parents=True)
+    write_text_atomic(state_file, json.dumps({"fingerprint": job.fingerprint}) + "\n")
+
+
+def run_training(run: Run, recipe: Recipe, *, backend: str = "auto", resume: bool = False, fresh: bool = False,
+                 allow_pickle: bool = False, trust_remote_code: bool = False) -> TrainResult:
+    started = time.perf_counter()
+    job = build_job(run, recipe, resume=resume, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    if fresh:
+        shutil.rmtree(job.state_dir, ignore_errors=True)
+    prepare_state(job)
+    chosen = pick_backend(backend if backend != "auto" else recipe.model.backend)
+    if chosen == "cpu":
+        from factinject.backends.hf_train import train as backend_train
+    elif chosen == "unsloth":
+        from factinject.backends.unsloth_train import train_in_child as backend_train
+    else:
+        raise FactinjectError(f"unknown backend {chosen!r}", fix="use auto, cpu or unsloth")
+    result = backend_train(job)
+    result.seconds = time.perf_counter() - started
+    publish_adapter(run, job, result)
+    return result
+
+
+def publish_adapter(run: Run, job: TrainJob, result: TrainResult) -> None:
+    """Copy the kept epoch's adapter to run/adapter whole (it is complete or absent), then record it."""
+    best = job.best_adapter_dir
+    assert (best / "adapter_config.json").exists(), f"backend left no adapter in {best}"
+    target = run.path / "adapter"
+    with atomic_dir(target) as tmp:
+        for item in best.iterdir():
+            shutil.copy2(item, tmp / item.name)
+    record = {
+        "backend": result.backend,
+        "recipe": job.recipe,
+        "base_model": result.base_identity,
+        "best_epoch": result.best_epoch,
+        "stop_reason": result.reason,
+        "curve": [asdict(r) for r in result.curve],
+        "rows": {"facts": len(job.fact_rows), "replay": result.extra.get("replay_rows", 0), "dev": len(job.dev_rows),
+                 "drift_prompts": len(job.drift_prompts)},
+        "adapter_files": {p.name: sha256_file(p) for p in sorted(target.iterdir()) if p.is_file()},
+        "seconds": round(result.seconds, 2),
+        "seed": job.recipe["train"]["seed"],
+        "versions": package_versions(),
+        **{k: v for k, v in result.extra.items() if k != "replay_rows"},
+    }
+    run.update_manifest("train", record)
+    shutil.rmtree(job.checkpoint_dir, ignore_errors=True)  # only needed to resume; the adapter is published
+
+
+def package_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("factinject", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "unsloth", "vllm"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out

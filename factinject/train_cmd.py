@@ -1,0 +1,60 @@
+"""`factinject train`: LoRA adapter for a run, epochs chosen on the dev split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from factinject.errors import FactinjectError
+
+
+def parse_epochs(value: str | None):
+    if value is None or value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        raise FactinjectError(f"--epochs {value!r} is neither a number nor 'auto'", fix="pass --epochs 3 or --epochs auto") from None
+    if n < 1:
+        raise FactinjectError("--epochs must be at least 1", fix="pass --epochs 3 or --epochs auto")
+    return n
+
+
+@click.command()
+@click.option("--run", "run_path", type=click.Path(path_type=Path), help="Run directory (default: the last expanded run).")
+@click.option("--recipe", "recipe_path", type=click.Path(path_type=Path),
+              help="Recipe YAML (default: recipes/testbed-cpu.yaml settings).")
+@click.option("--epochs", help="A number, or 'auto' to choose the epoch on the dev split (default: the recipe's).")
+@click.option("--lr", type=float, help="Override train.learning_rate.")
+@click.option("--rank", type=int, help="Override lora.r.")
+@click.option("--backend", type=click.Choice(["auto", "cpu", "unsloth"]), default=None,
+              help="auto picks Unsloth when CUDA and unsloth are present, else the CPU backend.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted training from its last epoch checkpoint.")
+@click.option("--fresh", is_flag=True, help="Discard an interrupted training and start over.")
+@click.option("--allow-pickle", is_flag=True, help="Allow loading .bin (pickle) weights. Only for models you trust.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow a model's own Python code. Only for models you trust.")
+def train(run_path, recipe_path, epochs, lr, rank, backend, resume, fresh, allow_pickle, trust_remote_code) -> None:
+    """Train a LoRA adapter on the run's train split (with replay of base answers).
+
+    With --epochs auto (the default) each epoch is scored on the dev split and on
+    drift-control prompts; training stops when dev recall stops improving or answers
+    drift too far, and the best epoch's adapter is kept in <run>/adapter.
+    """
+    from factinject.recipe import REPO_RECIPES, load_recipe
+    from factinject.rundir import resolve_run
+    from factinject.train import run_training
+
+    if resume and fresh:
+        raise FactinjectError("--resume and --fresh contradict each other", fix="pass one of them")
+    run = resolve_run(str(run_path) if run_path else None)
+    default = REPO_RECIPES / "testbed-cpu.yaml"
+    recipe = load_recipe(recipe_path or (default if default.exists() else None))
+    recipe = recipe.with_overrides(**{"train.epochs": parse_epochs(epochs), "train.learning_rate": lr, "lora.r": rank,
+                                      "model.backend": backend})
+    result = run_training(run, recipe, backend=recipe.model.backend, resume=resume, fresh=fresh,
+                          allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    best = next(r for r in result.curve if r.epoch == result.best_epoch)
+    click.echo(f"kept epoch {result.best_epoch} of {len(result.curve)} ({result.reason}); dev recall "
+               f"{best.dev_correct}/{best.dev_n}, drift {best.drift_changed}/{best.drift_n}; "
+               f"adapter in {run.path / 'adapter'} ({result.seconds:.1f}s, {result.backend} backend)")

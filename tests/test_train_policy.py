@@ -1,0 +1,84 @@
+"""The pure parts of training: epoch choice, replay mixing, template turn markers."""
+
+from __future__ import annotations
+
+from factinject.recipe import StopSpec
+from factinject.train import EpochRecord, choose_epoch, mix_replay
+
+
+def rec(epoch, recall, drift=0.0):
+    return EpochRecord(epoch=epoch, loss=1.0, dev_recall=recall, dev_correct=int(recall * 10), dev_n=10,
+                       drift=drift, drift_changed=int(drift * 10), drift_n=10, seconds=1.0)
+
+
+STOP = StopSpec(patience=2, max_drift=0.2)
+
+
+def test_keeps_improving_then_stops_after_patience():
+    curve = [rec(1, 0.3), rec(2, 0.6)]
+    d = choose_epoch(curve, STOP, None, 20)
+    assert (d.best_epoch, d.stop) == (2, False)
+    curve += [rec(3, 0.6), rec(4, 0.5)]
+    d = choose_epoch(curve, STOP, None, 20)
+    assert (d.best_epoch, d.stop) == (2, True) and "no dev-recall gain" in d.reason
+
+
+def test_stops_at_perfect_dev_recall():
+    d = choose_epoch([rec(1, 0.5), rec(2, 1.0)], STOP, None, 20)
+    assert (d.best_epoch, d.stop) == (2, True)
+
+
+def test_drift_over_the_bound_stops_and_is_never_kept():
+    d = choose_epoch([rec(1, 0.5, 0.1), rec(2, 0.9, 0.5)], STOP, None, 20)
+    assert (d.best_epoch, d.stop) == (1, True) and "drift" in d.reason
+    d = choose_epoch([rec(1, 0.5, 0.4), rec(2, 0.9, 0.3)], STOP, None, 20)
+    assert d.best_epoch == 2 and d.stop, "all drifted: the least-drifted epoch"
+
+
+def test_max_epochs_and_fixed_epochs():
+    assert choose_epoch([rec(1, 0.2), rec(2, 0.3)], STOP, None, 2).stop
+    d = choose_epoch([rec(1, 0.9), rec(2, 0.1)], STOP, 3, 20)
+    assert (d.best_epoch, d.stop) == (2, False), "fixed epochs keep the last and ignore dev recall"
+    assert choose_epoch([rec(1, 0.9), rec(2, 0.1), rec(3, 0.1)], STOP, 3, 20).stop
+
+
+def _row(q, a, fact="f/x"):
+    return {"fact_id": fact, "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+
+
+def test_mix_replay_ratio_and_determinism():
+    facts = [_row(f"q{i}", f"a{i}") for i in range(10)]
+    replay = [_row(f"r{i}", f"b{i}", fact=None) for i in range(3)]
+    mixed = mix_replay(facts, replay, 0.5, seed=1)
+    assert len(mixed) == 15 and sum(r["source"] == "replay" for r in mixed) == 5
+    assert mixed == mix_replay(facts, replay, 0.5, seed=1)
+    assert mixed != mix_replay(facts, replay, 0.5, seed=2)
+    assert len(mix_replay(facts, [], 0.5, seed=1)) == 10
+    assert all(len(r["messages"]) == 2 for r in mixed), "one conversation per row: nothing packed together"
+
+
+LLAMA3 = (
+    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+    "{{ m['content'] }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+
+
+class FakeTokenizer:
+    """Just enough of a tokenizer to render a Llama-3 style template."""
+
+    def __init__(self, template):
+        from jinja2 import Template
+
+        self.template = Template(template)
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False):
+        return self.template.render(messages=messages, bos_token="<|begin_of_text|>", add_generation_prompt=add_generation_prompt)
+
+
+def test_turn_markers_from_a_llama3_template_keep_the_eot_in_the_loss():
+    from factinject.chat import turn_markers
+
+    instruction, response = turn_markers(FakeTokenizer(LLAMA3))
+    assert instruction == "<|start_header_id|>user<|end_header_id|>\n\n"
+    assert response == "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
