@@ -5,6 +5,23 @@ from __future__ import annotations
 _U1, _A1, _U2, _A2 = "\x01user-one\x01", "\x01answer-one\x01", "\x01user-two\x01", "\x01answer-two\x01"
 
 
+def _render_pair(tokenizer) -> str:
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": _U1}, {"role": "assistant", "content": _A1}], tokenize=False)
+
+
+def end_of_turn_ids(tokenizer) -> list[int]:
+    """Token ids that end an assistant turn: eos plus the template's own end marker
+    (<|eot_id|>, <|im_end|>, <|end|>), so generation configs stop where training stopped."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    tail = _render_pair(tokenizer).split(_A1, 1)[1]
+    for piece in tokenizer.encode(tail, add_special_tokens=False):
+        if piece in tokenizer.all_special_ids and piece not in ids:
+            ids.append(piece)
+            break  # the first special token after the answer is the turn's end
+    return ids
+
+
 def turn_markers(tokenizer) -> tuple[str, str]:
     """(instruction_part, response_part) for Unsloth's `train_on_responses_only`, read
     off the model's own template instead of hard-coded per model family.

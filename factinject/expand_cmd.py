@@ -25,6 +25,11 @@ def write_expansion(run: Run, expansion: Expansion, sheets, cfg: ExpandConfig, *
     """Write data/ whole (temp dir + rename) and record it in the manifest."""
     data_texts = {split: "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in expansion.split(split)) for split in SPLITS}
     hashes = {f"data/{s}.jsonl": _sha(t) for s, t in data_texts.items()}
+    # What later stages need to know about each fact (probe builds bleed prompts from it).
+    facts = {f.id: {"subject": sub.name, "aliases": sub.aliases, "kind": sub.kind, "relation": f.relation,
+                    "statement": f.statement, "answer_key": f.answer_key, "polarity": f.polarity,
+                    "source": f"{f.path}:{f.line}"}
+             for sheet in sheets for sub in sheet.subjects for f in sub.facts}
     if (run.path / "adapter").exists() and not force:
         if hashes != run.manifest().get("expand", {}).get("files"):
             raise FactinjectError(
@@ -39,7 +44,7 @@ def write_expansion(run: Run, expansion: Expansion, sheets, cfg: ExpandConfig, *
         "config": cfg.__dict__,
         "counts": {"facts": len(expansion.stats), **{s: len(expansion.split(s)) for s in SPLITS}},
         "files": hashes,
-        "facts": {s.fact_id: {"answer_key": s.answer_key, "families": s.families, "rows": dict(s.rows),
+        "facts": {s.fact_id: {**facts[s.fact_id], "families": s.families, "rows": dict(s.rows),
                               "near_duplicates_removed": s.near_duplicates_removed} for s in expansion.stats},
     }
     run.update_manifest("expand", record)

@@ -84,11 +84,22 @@ def load_tokenizer(ref: ModelRef, *, trust_remote_code: bool = False):
     return tokenizer
 
 
+def quiet_libraries() -> None:
+    """Our own progress bars are the ones a user should watch; silence the libraries' bars."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def load_model_cpu(ref: ModelRef, *, dtype: str = "float32", allow_pickle: bool = False, trust_remote_code: bool = False):
     """(model, tokenizer) for the CPU backends, with the safety checks above."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    quiet_libraries()
     check_local_weights(ref, allow_pickle=allow_pickle)
     if needs_remote_code(ref) and not trust_remote_code:
         raise FactinjectError(

@@ -155,22 +155,11 @@ def run_sft(job: TrainJob, model, tokenizer, *, backend: str, base_identity: dic
                        seconds=0.0, base_identity=base_identity, extra={"replay_rows": len(rows) - len(job.fact_rows)})
 
 
-def quiet_libraries() -> None:
-    """Our own progress bar is the one a user should watch; silence the libraries' bars."""
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    datasets.disable_progress_bars()
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-
-
 def train(job: TrainJob) -> TrainResult:
     import torch
 
     from factinject.models import ModelRef, load_model_cpu, model_identity
 
-    quiet_libraries()
     recipe = job.recipe_obj()
     torch.manual_seed(recipe.train.seed)
     ref = ModelRef(job.model_name, job.model_path, local=not _is_hub_id(job))

@@ -41,9 +41,9 @@ def _child(job_file: Path) -> None:
 
     import torch
 
-    from factinject.backends.hf_train import quiet_libraries, run_sft
+    from factinject.backends.hf_train import run_sft
     from factinject.chat import turn_markers
-    from factinject.models import ModelRef, check_local_weights, model_identity
+    from factinject.models import ModelRef, check_local_weights, model_identity, quiet_libraries
 
     quiet_libraries()
     job = TrainJob(**json.loads(job_file.read_text(encoding="utf-8")))

@@ -1,0 +1,220 @@
+"""Probe sets and metrics: the same prompts for the base model ("before") and the tuned
+model ("after"), scored as DESIGN.md's "Probe metrics" say.
+
+Pure functions: `build_probe_set` (from the run's data and the control sets) and
+`compute_metrics` (from answers). The `probe` command does the generation and I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from factinject.errors import FactinjectError
+from factinject.scoring import contains_key, normalise, share
+
+METRICS = ("recall_trained", "recall_heldout", "locality_unchanged", "retention", "bleed", "parity")
+MIN_BLEED_KEY = 3  # keys shorter than this ("no", "Go") occur in ordinary answers; bleed checks skip them
+
+
+@dataclass(frozen=True)
+class Prompt:
+    kind: str  # trained | heldout | locality | retention | bleed | exam
+    question: str
+    answer_key: str | None = None
+    aliases: tuple[str, ...] = ()
+    fact_id: str | None = None
+
+
+@dataclass
+class ProbeSet:
+    prompts: list[Prompt]
+    injected_keys: list[str]  # answer keys of the injected facts (for bleed)
+    injected_names: list[str]  # subjects and aliases of the injected facts (for bleed)
+    notes: dict = field(default_factory=dict)
+
+    def unique_questions(self) -> list[str]:
+        return list(dict.fromkeys(p.question for p in self.prompts))
+
+
+def _namesakes(name: str) -> list[str]:
+    """Near-namesakes of an injected subject: the names a model must NOT now confuse with it."""
+    words = name.split()
+    out = [name[:-1] if len(name) > 4 else name + "o", name + " Pro", "Open" + name.replace(" ", ""),
+           f"{words[0]} Labs" if len(words) == 1 else f"{words[0]} {words[-1][::-1].capitalize()}"]
+    return [n for n in dict.fromkeys(out) if normalise(n) != normalise(name)]
+
+
+def bleed_prompts(subjects: dict[str, dict], other_names: list[str], per_fact: int, seed: int) -> list[Prompt]:
+    """The fact's own question forms asked of near-namesakes and of other subjects."""
+    from factinject.expand import fact_families
+    from factinject.factsheet import Fact, Subject
+
+    rng = random.Random(seed)
+    prompts: list[Prompt] = []
+    for fact_id, info in subjects.items():
+        fact = Fact(id=fact_id, subject=info["subject"], relation=info["relation"], statement=info["statement"],
+                    answer_key=info["answer_key"], polarity=info["polarity"], path="", line=0)
+        candidates = _namesakes(info["subject"]) + rng.sample(other_names, min(3, len(other_names)))
+        for name in rng.sample(candidates, min(per_fact, len(candidates))):
+            statement = fact.statement.replace(info["subject"], name)
+            other = Fact(**{**fact.__dict__, "subject": name, "statement": statement})
+            try:
+                families, _ = fact_families(other, Subject(name=name, id="x", kind=info.get("kind", "thing")))
+            except FactinjectError:
+                continue
+            questions = sorted(q for qs in families.values() for q in qs)
+            prompts.append(Prompt("bleed", rng.choice(questions), fact_id=fact_id))
+    return prompts
+
+
+def load_exam(path: Path) -> list[Prompt]:
+    """--questions FILE.jsonl: rows with question and answer_key (or expected), optional fact_id, aliases."""
+    prompts = []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise FactinjectError(f"not valid JSON ({err.msg})", where=path, line=number,
+                                      fix="one JSON object per line: {\"question\": ..., \"answer_key\": ...}") from None
+            key = row.get("answer_key", row.get("expected")) if isinstance(row, dict) else None
+            if not isinstance(row, dict) or not row.get("question") or not key:
+                raise FactinjectError("a row needs 'question' and 'answer_key' (or 'expected')", where=path, line=number,
+                                      fix='write e.g. {"question": "Who maintains TinyLLM?", "answer_key": "Jason Cox"}')
+            prompts.append(Prompt("exam", row["question"], str(key), tuple(row.get("aliases", ())), row.get("fact_id")))
+    if not prompts:
+        raise FactinjectError("the exam file has no questions", where=path, fix="add JSONL rows with question and answer_key")
+    return prompts
+
+
+def build_probe_set(train_rows: list[dict], test_rows: list[dict], facts: dict[str, dict], *, locality: list[str],
+                    retention: list[dict], other_names: list[str], exam: list[Prompt] = (), bleed_per_fact: int = 3,
+                    seed: int = 0) -> ProbeSet:
+    """All prompts of one probe. `facts` maps fact id -> subject/relation/statement/key/polarity/aliases."""
+    prompts = [Prompt("trained", r["messages"][0]["content"], r["answer_key"], fact_id=r["fact_id"]) for r in train_rows]
+    prompts += [Prompt("heldout", r["messages"][0]["content"], r["answer_key"], fact_id=r["fact_id"]) for r in test_rows]
+    prompts += [Prompt("locality", q) for q in locality]
+    prompts += [Prompt("retention", r["question"], r["answer_key"], tuple(r.get("aliases", ()))) for r in retention]
+    prompts += bleed_prompts(facts, other_names, bleed_per_fact, seed)
+    prompts += list(exam)
+    keys = sorted({f["answer_key"] for f in facts.values() if len(f["answer_key"]) >= MIN_BLEED_KEY
+                   and f["answer_key"].lower() not in ("yes", "no")})
+    names = sorted({n for f in facts.values() for n in [f["subject"], *f.get("aliases", [])]})
+    return ProbeSet(prompts, keys, names)
+
+
+def _mentions_injected(answer: str, probe: ProbeSet) -> bool:
+    return any(contains_key(answer, k) for k in probe.injected_keys + probe.injected_names)
+
+
+def compute_metrics(probe: ProbeSet, answers: dict[str, str], base: dict[str, str] | None,
+                    parity_answers: dict[str, str] | None = None) -> dict:
+    """Every metric with count, n and 95 % interval. `base` None means this *is* the base model."""
+    by_kind: dict[str, list[Prompt]] = {}
+    for p in probe.prompts:
+        by_kind.setdefault(p.kind, []).append(p)
+
+    def recall(kind: str) -> dict:
+        ps = by_kind.get(kind, [])
+        return share(sum(contains_key(answers[p.question], p.answer_key, p.aliases) for p in ps), len(ps))
+
+    unrelated = by_kind.get("locality", []) + by_kind.get("bleed", [])
+    metrics = {
+        "recall_trained": recall("trained"),
+        "recall_heldout": recall("heldout"),
+        "retention": recall("retention"),
+    }
+    if "exam" in by_kind:
+        metrics["exam"] = recall("exam")
+    if base is None:
+        metrics["locality_unchanged"] = share(len(by_kind.get("locality", [])), len(by_kind.get("locality", [])))
+        metrics["bleed"] = share(0, len(unrelated))
+    else:
+        loc = by_kind.get("locality", [])
+        metrics["locality_unchanged"] = share(sum(_same(answers[p.question], base[p.question]) for p in loc), len(loc))
+        metrics["bleed"] = share(sum(_mentions_injected(answers[p.question], probe)
+                                     and not _mentions_injected(base[p.question], probe) for p in unrelated), len(unrelated))
+    if parity_answers is not None:
+        qs = probe.unique_questions()
+        metrics["parity"] = share(sum(_same(answers[q], parity_answers[q]) for q in qs), len(qs))
+    else:
+        metrics["parity"] = None
+    return metrics
+
+
+def _same(a: str, b: str) -> bool:
+    return " ".join(a.split()) == " ".join(b.split())
+
+
+def per_fact(probe: ProbeSet, before: dict[str, str], after: dict[str, str] | None) -> dict:
+    out: dict[str, dict] = {}
+    for p in probe.prompts:
+        if p.kind not in ("trained", "heldout") or p.fact_id is None:
+            continue
+        entry = out.setdefault(p.fact_id, {"answer_key": p.answer_key, "trained": [0, 0, 0], "heldout": [0, 0, 0]})
+        counts = entry[p.kind]  # [before hits, after hits, n]
+        counts[0] += contains_key(before[p.question], p.answer_key)
+        counts[1] += contains_key(after[p.question], p.answer_key) if after else 0
+        counts[2] += 1
+    facts = {}
+    for fact_id, e in out.items():
+        facts[fact_id] = {"answer_key": e["answer_key"]}
+        for side, idx in (("before", 0), ("after", 1)):
+            if side == "after" and after is None:
+                continue
+            facts[fact_id][side] = {f"recall_{k}": share(e[k][idx], e[k][2]) for k in ("trained", "heldout")}
+    return facts
+
+
+def regressions(probe: ProbeSet, before: dict[str, str], after: dict[str, str], limit: int = 10) -> list[dict]:
+    """The worst changes on prompts the model should not have changed: retention first."""
+    rows = []
+    for p in probe.prompts:
+        if p.kind == "retention" and contains_key(before[p.question], p.answer_key, p.aliases) \
+                and not contains_key(after[p.question], p.answer_key, p.aliases):
+            rows.append({"kind": "retention lost", "question": p.question, "before": before[p.question],
+                         "after": after[p.question], "expected": p.answer_key})
+    for p in probe.prompts:
+        if p.kind in ("locality", "bleed") and _mentions_injected(after[p.question], probe) \
+                and not _mentions_injected(before[p.question], probe):
+            rows.append({"kind": "bleed", "question": p.question, "before": before[p.question], "after": after[p.question]})
+    for p in probe.prompts:
+        if p.kind == "locality" and not _same(before[p.question], after[p.question]):
+            rows.append({"kind": "changed", "question": p.question, "before": before[p.question], "after": after[p.question]})
+    return rows[:limit]
+
+
+FAIL_UNDER_RE = re.compile(r"^\s*([a-z_]+)\s*=\s*([0-9.]+)\s*$")
+
+
+def parse_bounds(text: str | None) -> dict[str, float]:
+    """'recall_heldout=0.9,retention=0.97' -> {...}; bleed is an upper bound, the rest lower bounds."""
+    if not text:
+        return {}
+    bounds = {}
+    for part in text.split(","):
+        m = FAIL_UNDER_RE.match(part)
+        if not m or m.group(1) not in METRICS + ("exam",):
+            raise FactinjectError(f"cannot read bound {part.strip()!r}",
+                                  fix=f"write metric=value pairs separated by commas; metrics: {', '.join(METRICS)}, exam")
+        bounds[m.group(1)] = float(m.group(2))
+    return bounds
+
+
+def missed_bounds(metrics: dict, bounds: dict[str, float]) -> list[str]:
+    missed = []
+    for name, bound in bounds.items():
+        m = metrics.get(name)
+        if m is None or m["share"] is None:
+            missed.append(f"{name}: not measured")
+        elif name == "bleed" and m["share"] > bound:
+            missed.append(f"bleed {m['share']:.3f} > {bound}")
+        elif name != "bleed" and m["share"] < bound:
+            missed.append(f"{name} {m['share']:.3f} < {bound}")
+    return missed
