@@ -1,0 +1,94 @@
+"""`factinject testbed build|eval`.
+
+Light at import time (click only): torch and transformers load inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import click
+
+from factinject.testbed import world as W
+
+
+@click.group()
+def testbed() -> None:
+    """The embedded CPU testbed model (a tiny Llama that knows a synthetic world)."""
+
+
+@testbed.command()
+@click.option("--seed", default=W.DEFAULT_SEED, show_default=True, help="Seed for world, tokenizer and weights.")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder that receives model/ and world/ [default: the committed factinject/testbed/].")
+@click.option("--steps", type=int, default=None, help="Training steps [default: 1600, or 20 with --tiny].")
+@click.option("--tiny", is_flag=True, help="A miniature model and a few steps: seconds, for tests of determinism.")
+def build(seed: int, out: Path | None, steps: int | None, tiny: bool) -> None:
+    """Generate the world, train the tokenizer, pretrain the model, write it all."""
+    from rich.console import Console
+
+    from factinject.testbed import model_dir
+    from factinject.testbed.pretrain import BuildConfig, build as run_build
+
+    root = out if out is not None else model_dir().parent
+    overrides: dict = {"seed": seed}
+    if tiny:
+        overrides.update(shape="tiny", steps=20, eval_limit=0)
+    if steps is not None:
+        overrides["steps"] = steps
+    cfg = BuildConfig(**overrides)
+    console = Console(stderr=True)
+    console.print(f"building the testbed into {root} ({cfg.shape}, {cfg.steps} steps, seed {cfg.seed})")
+    result = run_build(cfg, root / "model", root / "world", console=console)
+    held = result.heldout
+    summary = {"params": result.params, "seconds": result.seconds, "train_seconds": result.train_seconds,
+               "final_loss": result.final_loss}
+    if held:
+        summary.update(heldout_accuracy_sample=round(held["accuracy"], 4), heldout_sample_n=held["n"])
+    click.echo(json.dumps(summary))
+
+
+@testbed.command(name="eval")
+@click.option("--model", "model_path", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Model folder [default: the committed testbed model].")
+@click.option("--limit", type=int, default=None, help="Score a seeded sample of N questions per split.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--show-misses", type=int, default=0, help="Print up to N wrong held-out answers to stderr.")
+def eval_cmd(model_path: Path | None, limit: int | None, batch_size: int, show_misses: int) -> None:
+    """Print one JSON line: held-out and train accuracy, n, params, seconds.
+
+    Also the never-trained generic turns (chat) and questions it cannot know, which
+    it should decline with its fixed refusal (unknown)."""
+    import torch
+
+    from factinject.testbed import load_chat, load_heldout, load_model, load_unknown, load_world_train
+    from factinject.testbed.evaluate import evaluate
+
+    t0 = time.perf_counter()
+    torch.set_num_threads(2)
+    model, tokenizer = load_model(path=model_path)
+
+    def sample(rows: list[dict]) -> list[dict]:
+        return random.Random(0).sample(rows, limit) if limit and limit < len(rows) else rows
+
+    heldout = sample(load_heldout())
+    # Train: a sample as large as the held-out set, for equal error bars.
+    train = random.Random(0).sample(load_world_train(), len(heldout))
+    held = evaluate(model, tokenizer, heldout, batch_size=batch_size)
+    scores = {name: evaluate(model, tokenizer, rows, batch_size=batch_size)
+              for name, rows in (("train", train), ("chat_heldout", sample(load_chat("heldout"))),
+                                 ("unknown_heldout", sample(load_unknown("heldout"))))}
+    misses = [(r, a) for r, a in zip(heldout, held["answers"]) if r["answer_key"].lower() not in a.lower()]
+    for row, answer in misses[:show_misses]:
+        click.echo(f"MISS {row['question']!r} -> {answer!r} (key {row['answer_key']!r})", err=True)
+    report = {"heldout_accuracy": round(held["accuracy"], 4), "n": held["n"], "heldout_correct": held["correct"],
+              "train_accuracy": round(scores["train"]["accuracy"], 4), "train_n": scores["train"]["n"]}
+    for name in ("chat_heldout", "unknown_heldout"):
+        report[f"{name}_accuracy"] = round(scores[name]["accuracy"], 4)
+        report[f"{name}_n"] = scores[name]["n"]
+    report["params"] = sum(p.numel() for p in model.parameters())
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    click.echo(json.dumps(report))
