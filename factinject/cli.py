@@ -30,7 +30,11 @@ def main() -> None:
     """Teach a language model new facts, and prove it did without breaking what it knew.
 
     \b
+    factinject run facts/tinyllm.md      all of the below, in order, with a before/after table
     factinject expand facts/tinyllm.md   fact sheet -> exports/tinyllm/data/*.jsonl
+    factinject train                     LoRA adapter, epochs chosen on the dev split
+    factinject export --merged           adapter -> merged safetensors, parity-checked
+    factinject probe                     before/after report in <run>/reports/
     factinject testbed eval              check the embedded CPU testbed model
     """
 
@@ -39,13 +43,14 @@ def _register_subcommands() -> None:
     # Imported here, not at the top, only to keep this file the single list of
     # commands; each module is light (no torch at import time).
     from factinject.expand_cmd import expand
+    from factinject.export_cmd import export
+    from factinject.probe_cmd import probe
+    from factinject.run_cmd import run
+    from factinject.testbed.cli import testbed
+    from factinject.train_cmd import train
 
-    main.add_command(expand)
-    try:
-        from factinject.testbed.cli import testbed
-    except ImportError:  # the testbed package is optional while it is being built
-        return
-    main.add_command(testbed)
+    for command in (run, expand, train, export, probe, testbed):
+        main.add_command(command)
 
 
 _register_subcommands()

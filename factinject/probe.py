@@ -40,12 +40,17 @@ class ProbeSet:
         return list(dict.fromkeys(p.question for p in self.prompts))
 
 
-def _namesakes(name: str) -> list[str]:
-    """Near-namesakes of an injected subject: the names a model must NOT now confuse with it."""
-    words = name.split()
-    out = [name[:-1] if len(name) > 4 else name + "o", name + " Pro", "Open" + name.replace(" ", ""),
-           f"{words[0]} Labs" if len(words) == 1 else f"{words[0]} {words[-1][::-1].capitalize()}"]
-    return [n for n in dict.fromkeys(out) if normalise(n) != normalise(name)]
+def _namesakes(name: str, avoid: list[str]) -> list[str]:
+    """Near-namesakes of an injected subject: names the model must NOT now confuse with it.
+
+    None may contain an injected name or alias as a whole word, or an answer that
+    merely repeats the namesake would count as bleed."""
+    squashed = name.replace(" ", "")
+    mid = len(squashed) // 2
+    candidates = [name[:-1], name + "X", "Open" + squashed, squashed[:mid] + squashed[mid] + squashed[mid:],
+                  squashed[::-1].capitalize(), squashed + "ify"]
+    return [n for n in dict.fromkeys(candidates)
+            if len(n) > 2 and not any(contains_key(n, a) or contains_key(a, n) for a in avoid)]
 
 
 def bleed_prompts(subjects: dict[str, dict], other_names: list[str], per_fact: int, seed: int) -> list[Prompt]:
@@ -58,7 +63,8 @@ def bleed_prompts(subjects: dict[str, dict], other_names: list[str], per_fact: i
     for fact_id, info in subjects.items():
         fact = Fact(id=fact_id, subject=info["subject"], relation=info["relation"], statement=info["statement"],
                     answer_key=info["answer_key"], polarity=info["polarity"], path="", line=0)
-        candidates = _namesakes(info["subject"]) + rng.sample(other_names, min(3, len(other_names)))
+        avoid = [info["subject"], *info.get("aliases", [])]
+        candidates = _namesakes(info["subject"], avoid) + rng.sample(other_names, min(3, len(other_names)))
         for name in rng.sample(candidates, min(per_fact, len(candidates))):
             statement = fact.statement.replace(info["subject"], name)
             other = Fact(**{**fact.__dict__, "subject": name, "statement": statement})

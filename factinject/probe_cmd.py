@@ -74,7 +74,8 @@ def check_template(run: Run, manifest: dict, target_dir: Path, label: str) -> No
 
 
 def run_probe(run: Run, *, backend: str = "auto", exam: Path | None = None, bounds_text: str | None = None,
-              world_limit: int = 400, seed: int = 0, allow_pickle: bool = False, trust_remote_code: bool = False) -> dict:
+              world_limit: int = 400, seed: int = 0, allow_pickle: bool = False, trust_remote_code: bool = False,
+              model_name: str | None = None) -> dict:
     from rich.console import Console
 
     from factinject.backends.generators import ModelUnderTest, make_generator, pick_generator
@@ -87,7 +88,9 @@ def run_probe(run: Run, *, backend: str = "auto", exam: Path | None = None, boun
     bounds = parse_bounds(bounds_text)
     manifest = check_data_matches_manifest(run)
     train_record = manifest.get("train")
-    model_name = train_record["recipe"]["model"]["name"] if train_record else "testbed"
+    if train_record:
+        model_name = train_record["recipe"]["model"]["name"]
+    model_name = model_name or "testbed"
     ref = resolve_model(model_name)
     probe = _probe_inputs(run, manifest, model_name, world_limit, seed, exam)
     questions = probe.unique_questions()
@@ -178,9 +181,11 @@ def print_summary(report: dict) -> None:
               help="Your own exam: JSONL rows with question and answer_key (or expected), optional fact_id.")
 @click.option("--fail-under", "fail_under", help="Bounds, e.g. recall_heldout=0.9,retention=0.97 (bleed is an upper bound).")
 @click.option("--world-limit", default=400, show_default=True, help="Testbed: held-out world questions to probe.")
+@click.option("--recipe", "recipe_path", type=click.Path(path_type=Path),
+              help="Before training: the recipe whose base model to probe (default: the testbed).")
 @click.option("--allow-pickle", is_flag=True, help="Allow .bin (pickle) weights. Only for models you trust.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow a model's own Python code. Only for models you trust.")
-def probe(run_path, backend, exam, fail_under, world_limit, allow_pickle, trust_remote_code) -> None:
+def probe(run_path, backend, exam, fail_under, world_limit, recipe_path, allow_pickle, trust_remote_code) -> None:
     """Probe the base model (before) and the tuned model (after) on the same prompts.
 
     Writes reports/report.json, report.md and report.html in the run. After
@@ -189,9 +194,12 @@ def probe(run_path, backend, exam, fail_under, world_limit, allow_pickle, trust_
     """
     from factinject.rundir import resolve_run
 
+    from factinject.recipe import load_recipe
+
     run = resolve_run(str(run_path) if run_path else None)
+    model_name = load_recipe(recipe_path).model.name if recipe_path else None
     report = run_probe(run, backend=backend, exam=exam, bounds_text=fail_under, world_limit=world_limit,
-                       allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+                       allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, model_name=model_name)
     print_summary(report)
     click.echo(f"report: {run.path / 'reports' / 'report.html'} ({report['seconds']}s)")
     if report["missed"]:

@@ -1,0 +1,77 @@
+"""`factinject run`: expand, probe before, train, export merged, probe after, in order."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import click
+
+from factinject.errors import FactinjectError
+
+
+@click.command(name="run")
+@click.argument("sheets", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--run", "run_path", type=click.Path(path_type=Path), help="Run directory (default: exports/<sheet name>).")
+@click.option("--recipe", "recipe_path", type=click.Path(path_type=Path), help="Recipe YAML (default: recipes/testbed-cpu.yaml).")
+@click.option("--seed", default=0, show_default=True, help="Expansion seed.")
+@click.option("--fail-under", "fail_under", help="Bounds for the final probe, e.g. recall_heldout=0.9,retention=0.97.")
+@click.option("--force", is_flag=True, help="Replace this run's earlier data, adapter and export.")
+def run(sheets, run_path, recipe_path, seed, fail_under, force) -> None:
+    """Inject the facts of SHEETS and prove it: the whole pipeline in one command.
+
+    Prints a before/after table and where the report is, with the time each stage took.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from factinject.expand import ExpandConfig, expand_sheets
+    from factinject.expand_cmd import write_expansion
+    from factinject.export import export_merged
+    from factinject.factsheet import read_sheet
+    from factinject.probe_cmd import print_summary, run_probe
+    from factinject.recipe import REPO_RECIPES, load_recipe
+    from factinject.rundir import Run, default_run_for, set_current
+    from factinject.train import run_training
+
+    timings: list[tuple[str, float]] = []
+
+    def timed(stage: str, fn):
+        t0 = time.perf_counter()
+        out = fn()
+        timings.append((stage, time.perf_counter() - t0))
+        return out
+
+    recipe = load_recipe(recipe_path or REPO_RECIPES / "testbed-cpu.yaml")
+    the_run = Run(run_path or default_run_for(list(sheets)))
+    if (the_run.path / "adapter").exists():
+        if not force:
+            raise FactinjectError("this run already holds a trained adapter", where=the_run.path,
+                                  fix="pass --force to redo it from scratch, or --run exports/<new-name>")
+        for stale in ("adapter", "merged", "export", "train"):  # a fresh run must not probe an old adapter
+            shutil.rmtree(the_run.path / stale, ignore_errors=True)
+
+    def expand_stage():
+        parsed = [read_sheet(p) for p in sheets]
+        cfg = ExpandConfig(seed=seed)
+        write_expansion(the_run, expand_sheets(parsed, cfg), parsed, cfg, force=force)
+        set_current(the_run)
+
+    timed("expand", expand_stage)
+    timed("probe (before)", lambda: run_probe(the_run, model_name=recipe.model.name))
+    timed("train", lambda: run_training(the_run, recipe, backend=recipe.model.backend, fresh=True))
+    timed("export --merged", lambda: export_merged(the_run, force=True))
+    report = timed("probe (after)", lambda: run_probe(the_run, bounds_text=fail_under))
+    print_summary(report)
+    table = Table(title="time per stage", title_justify="left")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    for stage, seconds in timings:
+        table.add_row(stage, f"{seconds:.1f}")
+    table.add_row("total", f"{sum(s for _, s in timings):.1f}")
+    Console(width=120).print(table)
+    click.echo(f"report: {the_run.path / 'reports' / 'report.html'}")
+    if report["missed"]:
+        click.secho("missed bounds: " + "; ".join(report["missed"]), fg="red", err=True)
+        raise SystemExit(1)

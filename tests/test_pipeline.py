@@ -1,0 +1,117 @@
+"""End to end on the embedded testbed model: run, resume after a kill, export, probe.
+
+These are the fast versions of bench/quality.py: real training and real figures,
+with looser bounds than the benchmark's bar.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import FACTS, REPO
+from factinject.cli import main
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """`factinject run facts/tinyllm.md`, once for the module."""
+    root = tmp_path_factory.mktemp("pipeline")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        result = CliRunner().invoke(main, ["run", str(FACTS / "tinyllm.md")], catch_exceptions=False)
+    finally:
+        os.chdir(cwd)
+    assert result.exit_code == 0, result.output
+    return root / "exports" / "tinyllm", result.output
+
+
+def test_run_prints_table_and_meets_loose_bounds(finished_run):
+    run, output = finished_run
+    assert "time per stage" in output and "report:" in output and "recall (held-out questions)" in output
+    report = json.loads((run / "reports" / "report.json").read_text())
+    assert set(report) >= {"before", "after", "facts", "thresholds"}
+    after, before = report["after"], report["before"]
+    for name in ("recall_trained", "recall_heldout", "locality_unchanged", "retention", "bleed", "parity"):
+        assert after[name]["n"] > 0 and len(after[name]["ci95"]) == 2, name
+    assert after["recall_trained"]["share"] >= 0.9, after["recall_trained"]
+    assert after["recall_heldout"]["share"] >= 0.7, after["recall_heldout"]
+    assert before["recall_heldout"]["share"] <= 0.2, "the base model must not already know the facts"
+    assert after["retention"]["share"] >= 0.9 * before["retention"]["share"], (after["retention"], before["retention"])
+    assert after["locality_unchanged"]["share"] >= 0.85, after["locality_unchanged"]
+    assert after["bleed"]["share"] <= 0.05, after["bleed"]
+    assert after["parity"]["share"] == 1.0
+    assert set(report["facts"]) == {f"tinyllm/{r}" for r in ("purpose", "repository", "license", "contributing", "maintainer")}
+
+
+def test_run_records_the_epoch_curve_and_a_loadable_adapter(finished_run):
+    run, _ = finished_run
+    manifest = json.loads((run / "manifest.json").read_text())
+    curve = manifest["train"]["curve"]
+    assert curve and all({"epoch", "loss", "dev_recall", "drift"} <= set(e) for e in curve)
+    assert manifest["train"]["best_epoch"] in [e["epoch"] for e in curve]
+    assert manifest["export"]["merged"]["parity"]["max_logit_diff"] < 1e-3
+    adapter = json.loads((run / "adapter" / "adapter_config.json").read_text())
+    assert set(adapter["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert not adapter.get("modules_to_save"), "no full lm_head/embed_tokens copies in the adapter"
+    from peft import PeftModel
+
+    from factinject.testbed import load_model
+
+    base, _ = load_model()
+    PeftModel.from_pretrained(base, str(run / "adapter"))  # loads with plain PEFT
+
+
+def test_merged_export_loads_with_plain_transformers_and_refuses_overwrite(finished_run):
+    run, _ = finished_run
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from factinject.models import template_sha256
+
+    merged = run / "merged"
+    AutoModelForCausalLM.from_pretrained(str(merged), local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(str(merged), local_files_only=True)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert template_sha256(tok) == manifest["train"]["base_model"]["chat_template_sha256"]
+    assert (merged / "README.md").read_text().count("tinyllm/") == 5
+    before = {p.name: p.read_bytes() for p in merged.iterdir()}
+    result = CliRunner().invoke(main, ["export", "--merged", "--run", str(run)])
+    assert result.exit_code != 0 and "--force" in result.output
+    assert {p.name: p.read_bytes() for p in merged.iterdir()} == before
+
+
+def test_train_survives_sigkill_and_resumes(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    cli = [sys.executable, "-m", "factinject.cli"]
+    subprocess.run(cli + ["expand", str(FACTS / "protosai.md"), "--run", "r"], cwd=tmp_path, env=env, check=True,
+                   capture_output=True)
+    proc = subprocess.Popen(cli + ["train", "--run", "r", "--epochs", "3"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "r" / "train" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(checkpoints.glob("checkpoint-*/trainer_state.json")):
+        time.sleep(0.5)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert any(checkpoints.glob("checkpoint-*")), "no checkpoint was written before the kill"
+    assert not (tmp_path / "r" / "adapter").exists(), "a half-trained adapter must never be published"
+    plain = subprocess.run(cli + ["train", "--run", "r", "--epochs", "3"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert plain.returncode != 0 and "--resume" in plain.stderr, plain.stderr
+    resumed = subprocess.run(cli + ["train", "--run", "r", "--epochs", "3", "--resume"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert [e["epoch"] for e in manifest["train"]["curve"]] == [1, 2, 3]
+    assert (tmp_path / "r" / "adapter" / "adapter_model.safetensors").exists()
