@@ -118,3 +118,16 @@ def test_train_survives_sigkill_and_resumes(tmp_path):
     manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
     assert [e["epoch"] for e in manifest["train"]["curve"]] == [1, 2, 3]
     assert (tmp_path / "r" / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_probe_refuses_a_template_that_differs_from_training(finished_run, tmp_path):
+    import shutil
+
+    run, _ = finished_run
+    copy = tmp_path / "tinyllm"
+    shutil.copytree(run, copy)
+    template = copy / "adapter" / "chat_template.jinja"
+    template.write_text(template.read_text().replace("<|assistant|>", "<|assistant|> "))
+    result = CliRunner().invoke(main, ["probe", "--run", str(copy)])
+    assert result.exit_code == 2, result.output
+    assert "chat template of the adapter model" in result.output and "differs from the one recorded at training" in result.output
