@@ -198,15 +198,11 @@ def _fingerprint(job: TrainJob, manifest: dict) -> str:
 
 def pick_backend(name: str) -> str:
     """'auto' -> 'unsloth' when CUDA and unsloth are both there, else 'cpu'."""
+    from factinject.backends import cuda_with
+
     if name != "auto":
         return name
-    import importlib.util
-
-    if importlib.util.find_spec("unsloth") is None:
-        return "cpu"
-    import torch
-
-    return "unsloth" if torch.cuda.is_available() else "cpu"
+    return "unsloth" if cuda_with("unsloth") else "cpu"
 
 
 def prepare_state(job: TrainJob) -> None:

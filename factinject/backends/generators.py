@@ -102,15 +102,11 @@ class VLLMGenerator:
 
 def pick_generator(name: str) -> str:
     """'auto' -> 'vllm' when vLLM imports and a GPU is present, else 'hf'."""
+    from factinject.backends import cuda_with
+
     if name != "auto":
         return name
-    import importlib.util
-
-    if importlib.util.find_spec("vllm") is None:
-        return "hf"
-    import torch
-
-    return "vllm" if torch.cuda.is_available() else "hf"
+    return "vllm" if cuda_with("vllm") else "hf"
 
 
 def make_generator(backend: str, target: ModelUnderTest, **kwargs):
