@@ -34,6 +34,11 @@ def general_prompts() -> list[str]:
     return [r["prompt"] for r in _read_jsonl(DATA / "control_prompts.jsonl")]
 
 
+def known_answers() -> list[dict]:
+    """General-knowledge questions with stable short answers: retention on real models."""
+    return _read_jsonl(DATA / "known_answers.jsonl")
+
+
 def control_pools(model_name: str) -> dict[str, list[str]]:
     """Prompts per pool for a base model. On the testbed its trained world questions
     join replay and drift (never locality); its held-out world questions are the

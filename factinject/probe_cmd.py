@@ -31,7 +31,7 @@ def _probe_inputs(run: Run, manifest: dict, model_name: str, world_limit: int, s
         names = [e["name"] for e in load_world()["entities"]]
         other_names = random.Random(seed).sample(names, min(40, len(names)))
     else:
-        retention = [json.loads(line) for line in open(controls.DATA / "known_answers.jsonl", encoding="utf-8")]
+        retention = controls.known_answers()
         other_names = GENERIC_OTHER_NAMES
     exam = load_exam(exam_path) if exam_path else []
     return build_probe_set(read_split(run, "train"), read_split(run, "test"), manifest["expand"]["facts"],

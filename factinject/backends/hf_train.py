@@ -158,17 +158,12 @@ def run_sft(job: TrainJob, model, tokenizer, *, backend: str, base_identity: dic
 def train(job: TrainJob) -> TrainResult:
     import torch
 
-    from factinject.models import ModelRef, load_model_cpu, model_identity
+    from factinject.models import load_model_cpu, model_identity, resolve_model
 
     recipe = job.recipe_obj()
     torch.manual_seed(recipe.train.seed)
-    ref = ModelRef(job.model_name, job.model_path, local=not _is_hub_id(job))
+    ref = resolve_model(job.model_name)
     model, tokenizer = load_model_cpu(ref, dtype=recipe.model.dtype, allow_pickle=job.allow_pickle,
                                       trust_remote_code=job.trust_remote_code)
     return run_sft(job, model, tokenizer, backend="cpu", base_identity=model_identity(ref, tokenizer), use_cpu=True)
 
-
-def _is_hub_id(job: TrainJob) -> bool:
-    from pathlib import Path
-
-    return not Path(job.model_path).exists()
