@@ -51,6 +51,16 @@ def write_expansion(run: Run, expansion: Expansion, sheets, cfg: ExpandConfig, *
     return record
 
 
+def expand_into_run(sheet_paths, run: Run, cfg: ExpandConfig, *, force: bool) -> Expansion:
+    """Parse every sheet (all errors before any write), expand, write data/ and the
+    manifest, and make this the current run. Shared by `expand` and `run`."""
+    parsed = [read_sheet(p) for p in sheet_paths]
+    expansion = expand_sheets(parsed, cfg)
+    write_expansion(run, expansion, parsed, cfg, force=force)
+    set_current(run)
+    return expansion
+
+
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -105,12 +115,9 @@ def expand(sheets: tuple[Path, ...], run_path: Path | None, seed: int, per_famil
     dev and test questions come from families never used in its training rows.
     """
     started = time.perf_counter()
-    parsed = [read_sheet(p) for p in sheets]  # all parsing (and all errors) before any write
     if per_family < 1:
         raise FactinjectError("--per-family must be at least 1", fix="pass --per-family 6 (the default)")
     cfg = ExpandConfig(seed=seed, max_questions_per_family=per_family)
-    expansion = expand_sheets(parsed, cfg)
     run = Run(run_path or default_run_for(list(sheets)))
-    write_expansion(run, expansion, parsed, cfg, force=force)
-    set_current(run)
+    expansion = expand_into_run(sheets, run, cfg, force=force)
     print_summary(expansion, run, time.perf_counter() - started)

@@ -8,12 +8,12 @@ folder, checked for parity against the adapter, and only then renamed into place
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from factinject.errors import FactinjectError
 from factinject.rundir import Run, atomic_dir, sha256_file
+from factinject.scoring import same_answer
 
 PARITY_BOUND = 0.99
 PARITY_PROMPTS = 160  # fact questions first, then unrelated prompts, up to this many
@@ -76,7 +76,7 @@ def measure_parity(adapter_model, merged_model, tokenizer, prompts: list[str]) -
     chats = [[{"role": "user", "content": q}] for q in prompts]
     a = generate_answers(adapter_model, tokenizer, chats)
     m = generate_answers(merged_model, tokenizer, chats)
-    identical = sum(" ".join(x.split()) == " ".join(y.split()) for x, y in zip(a, m))
+    identical = sum(same_answer(x, y) for x, y in zip(a, m))
     diffs = []
     with torch.inference_mode():
         for chat, answer in list(zip(chats, a))[:32]:  # teacher-forced on the adapter's own answer
@@ -84,7 +84,8 @@ def measure_parity(adapter_model, merged_model, tokenizer, prompts: list[str]) -
                                                 return_dict=False)
             x = torch.tensor([ids])
             diffs.append((adapter_model(input_ids=x).logits - merged_model(input_ids=x).logits).abs().max().item())
-    disagreements = [{"question": q, "adapter": x, "merged": y} for q, x, y in zip(prompts, a, m) if x != y][:5]
+    disagreements = [{"question": q, "adapter": x, "merged": y} for q, x, y in zip(prompts, a, m)
+                     if not same_answer(x, y)][:5]
     return {"identical": identical, "n": len(prompts), "share": identical / len(prompts), "max_logit_diff": max(diffs),
             "disagreements": disagreements}
 
@@ -105,11 +106,10 @@ def export_adapter(run: Run, *, force: bool) -> dict:
 
 def export_merged(run: Run, *, force: bool, allow_pickle: bool = False, trust_remote_code: bool = False) -> dict:
     """Merge on the CPU with PEFT's merge_and_unload, check parity, publish."""
-    import torch
     from peft import PeftModel
 
     from factinject.chat import end_of_turn_ids
-    from factinject.models import load_model_cpu, load_tokenizer, resolve_model, template_sha256, ModelRef
+    from factinject.models import ModelRef, load_model_cpu, load_tokenizer, resolve_model, template_sha256
 
     manifest = ensure_trained(run)
     target = export_target(run, merged=True)
@@ -144,8 +144,8 @@ def export_merged(run: Run, *, force: bool, allow_pickle: bool = False, trust_re
         tokenizer.save_pretrained(str(tmp))
         (tmp / "README.md").write_text(model_card(manifest, base_name, parity), encoding="utf-8")
     files = {p.name: sha256_file(p) for p in sorted(target.iterdir()) if p.is_file()}
-    record = {"merged": {"path": str(target), "files": files, "parity": {k: v for k, v in parity.items()},
+    record = {"merged": {"path": str(target), "files": files, "parity": parity,
                          "chat_template_sha256": template_sha256(tokenizer), "eos_token_id": eos_ids,
-                         "dtype": str(torch.float32).replace("torch.", "")}}
+                         "dtype": "float32"}}
     run.update_manifest("export", {**manifest.get("export", {}), **record})
     return record

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from factinject.errors import FactinjectError
-from factinject.scoring import contains_key, normalise, share
+from factinject.scoring import contains_key, same_answer, share
 
 METRICS = ("recall_trained", "recall_heldout", "locality_unchanged", "retention", "bleed", "parity")
 MIN_BLEED_KEY = 3  # keys shorter than this ("no", "Go") occur in ordinary answers; bleed checks skip them
@@ -143,19 +143,15 @@ def compute_metrics(probe: ProbeSet, answers: dict[str, str], base: dict[str, st
         metrics["bleed"] = share(0, len(unrelated))
     else:
         loc = by_kind.get("locality", [])
-        metrics["locality_unchanged"] = share(sum(_same(answers[p.question], base[p.question]) for p in loc), len(loc))
+        metrics["locality_unchanged"] = share(sum(same_answer(answers[p.question], base[p.question]) for p in loc), len(loc))
         metrics["bleed"] = share(sum(_mentions_injected(answers[p.question], probe)
                                      and not _mentions_injected(base[p.question], probe) for p in unrelated), len(unrelated))
     if parity_answers is not None:
         qs = probe.unique_questions()
-        metrics["parity"] = share(sum(_same(answers[q], parity_answers[q]) for q in qs), len(qs))
+        metrics["parity"] = share(sum(same_answer(answers[q], parity_answers[q]) for q in qs), len(qs))
     else:
         metrics["parity"] = None
     return metrics
-
-
-def _same(a: str, b: str) -> bool:
-    return " ".join(a.split()) == " ".join(b.split())
 
 
 def per_fact(probe: ProbeSet, before: dict[str, str], after: dict[str, str] | None) -> dict:
@@ -191,7 +187,7 @@ def regressions(probe: ProbeSet, before: dict[str, str], after: dict[str, str], 
                 and not _mentions_injected(before[p.question], probe):
             rows.append({"kind": "bleed", "question": p.question, "before": before[p.question], "after": after[p.question]})
     for p in probe.prompts:
-        if p.kind == "locality" and not _same(before[p.question], after[p.question]):
+        if p.kind == "locality" and not same_answer(before[p.question], after[p.question]):
             rows.append({"kind": "changed", "question": p.question, "before": before[p.question], "after": after[p.question]})
     return rows[:limit]
 

@@ -28,6 +28,12 @@ def fmt_share(m: dict | None) -> str:
     return f"{100 * m['share']:.1f}% ({m['count']}/{m['n']}, 95% CI {100 * lo:.0f}–{100 * hi:.0f}%)"
 
 
+def fact_cell(fact: dict, side: str, kind: str) -> str:
+    """'3/6' for one fact's recall on one side (before/after) and kind (trained/heldout)."""
+    m = fact.get(side, {}).get(f"recall_{kind}")
+    return f"{m['count']}/{m['n']}" if m else "–"
+
+
 def metric_names(report: dict) -> list[str]:
     names = list(METRICS)
     if "exam" in report["before"]:
@@ -51,11 +57,8 @@ def render_markdown(report: dict) -> str:
     lines += ["", "## Per fact", "", "| fact | key | trained before | trained after | held-out before | held-out after |",
               "|---|---|---|---|---|---|"]
     for fact_id, f in report["facts"].items():
-        def cell(side, k):
-            m = f.get(side, {}).get(f"recall_{k}")
-            return f"{m['count']}/{m['n']}" if m else "–"
-        lines.append(f"| {fact_id} | {f['answer_key']} | {cell('before', 'trained')} | {cell('after', 'trained')} | "
-                     f"{cell('before', 'heldout')} | {cell('after', 'heldout')} |")
+        cells = " | ".join(fact_cell(f, side, kind) for kind in ("trained", "heldout") for side in ("before", "after"))
+        lines.append(f"| {fact_id} | {f['answer_key']} | {cells} |")
     if report.get("regressions"):
         lines += ["", "## Worst regressions", "", "| kind | question | base answer | tuned answer |", "|---|---|---|---|"]
         for r in report["regressions"]:
@@ -143,14 +146,10 @@ table{border-collapse:collapse;width:100%;font-size:13px}td,th{border-bottom:1px
 
 def render_html(report: dict) -> str:
     e = html.escape
-    md_rows = []
+    fact_rows = []
     for fact_id, f in report["facts"].items():
-        def cell(side, k):
-            m = f.get(side, {}).get(f"recall_{k}")
-            return f"{m['count']}/{m['n']}" if m else "–"
-        md_rows.append(f"<tr><td>{e(fact_id)}</td><td>{e(f['answer_key'])}</td><td>{cell('before', 'trained')}</td>"
-                       f"<td>{cell('after', 'trained')}</td><td>{cell('before', 'heldout')}</td>"
-                       f"<td>{cell('after', 'heldout')}</td></tr>")
+        cells = "".join(f"<td>{fact_cell(f, side, kind)}</td>" for kind in ("trained", "heldout") for side in ("before", "after"))
+        fact_rows.append(f"<tr><td>{e(fact_id)}</td><td>{e(f['answer_key'])}</td>{cells}</tr>")
     summary = "".join(
         f"<tr><td>{e(LABELS[n])}</td><td>{e(fmt_share(report['before'].get(n)))}</td>"
         f"<td>{e(fmt_share((report.get('after') or {}).get(n)))}</td></tr>" for n in metric_names(report))
@@ -171,7 +170,7 @@ probe backend {e(report['backend'])}. Bars: before (grey) and after (blue); whis
 <table><tr><th>metric</th><th>before</th><th>after</th></tr>{summary}</table>
 {curve}
 <h2>Per fact</h2><table><tr><th>fact</th><th>key</th><th>trained before</th><th>trained after</th>
-<th>held-out before</th><th>held-out after</th></tr>{''.join(md_rows)}</table>
+<th>held-out before</th><th>held-out after</th></tr>{''.join(fact_rows)}</table>
 <h2>Worst regressions</h2><table><tr><th>kind</th><th>question</th><th>base answer</th><th>tuned answer</th></tr>
 {regressions or '<tr><td colspan="4">none</td></tr>'}</table>
 </body></html>

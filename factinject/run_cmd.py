@@ -26,13 +26,12 @@ def run(sheets, run_path, recipe_path, seed, fail_under, force) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from factinject.expand import ExpandConfig, expand_sheets
-    from factinject.expand_cmd import write_expansion
+    from factinject.expand import ExpandConfig
+    from factinject.expand_cmd import expand_into_run
     from factinject.export import export_merged
-    from factinject.factsheet import read_sheet
     from factinject.probe_cmd import print_summary, run_probe
     from factinject.recipe import REPO_RECIPES, load_recipe
-    from factinject.rundir import Run, default_run_for, set_current
+    from factinject.rundir import Run, default_run_for
     from factinject.train import run_training
 
     timings: list[tuple[str, float]] = []
@@ -52,13 +51,7 @@ def run(sheets, run_path, recipe_path, seed, fail_under, force) -> None:
         for stale in ("adapter", "merged", "export", "train"):  # a fresh run must not probe an old adapter
             shutil.rmtree(the_run.path / stale, ignore_errors=True)
 
-    def expand_stage():
-        parsed = [read_sheet(p) for p in sheets]
-        cfg = ExpandConfig(seed=seed)
-        write_expansion(the_run, expand_sheets(parsed, cfg), parsed, cfg, force=force)
-        set_current(the_run)
-
-    timed("expand", expand_stage)
+    timed("expand", lambda: expand_into_run(sheets, the_run, ExpandConfig(seed=seed), force=force))
     timed("probe (before)", lambda: run_probe(the_run, model_name=recipe.model.name))
     timed("train", lambda: run_training(the_run, recipe, backend=recipe.model.backend, fresh=True))
     timed("export --merged", lambda: export_merged(the_run, force=True))

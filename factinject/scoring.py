@@ -29,6 +29,12 @@ def contains_key(answer: str, key: str, aliases: tuple[str, ...] | list[str] = (
     return False
 
 
+def same_answer(a: str, b: str) -> bool:
+    """Two greedy answers count as the same when they differ at most in whitespace
+    (locality, drift and parity all use this one rule)."""
+    return a.split() == b.split()
+
+
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     """95 % Wilson score interval for a share: honest at small n and at 0 or 1."""
     if n == 0:

@@ -12,7 +12,7 @@ import json
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from factinject.errors import FactinjectError
@@ -105,7 +105,6 @@ class TrainJob:
     allow_pickle: bool = False
     trust_remote_code: bool = False
     fingerprint: str = ""
-    extra: dict = field(default_factory=dict)
 
     @property
     def state_dir(self) -> Path:
@@ -131,7 +130,7 @@ class TrainResult:
     backend: str
     seconds: float
     base_identity: dict
-    extra: dict = field(default_factory=dict)
+    replay_rows: int = 0
 
 
 def read_split(run: Run, split: str) -> list[dict]:
@@ -146,7 +145,7 @@ def read_split(run: Run, split: str) -> list[dict]:
                 row = json.loads(line)
                 assert isinstance(row, dict) and row["messages"] and row["answer_key"] is not None
             except (json.JSONDecodeError, KeyError, AssertionError, TypeError):
-                raise FactinjectError(f"line is not a valid factinject row", where=path, line=number,
+                raise FactinjectError("line is not a valid factinject row", where=path, line=number,
                                       fix="re-run `factinject expand` to rewrite the data") from None
             rows.append(row)
     return rows
@@ -262,13 +261,12 @@ def publish_adapter(run: Run, job: TrainJob, result: TrainResult) -> None:
         "best_epoch": result.best_epoch,
         "stop_reason": result.reason,
         "curve": [asdict(r) for r in result.curve],
-        "rows": {"facts": len(job.fact_rows), "replay": result.extra.get("replay_rows", 0), "dev": len(job.dev_rows),
+        "rows": {"facts": len(job.fact_rows), "replay": result.replay_rows, "dev": len(job.dev_rows),
                  "drift_prompts": len(job.drift_prompts)},
         "adapter_files": {p.name: sha256_file(p) for p in sorted(target.iterdir()) if p.is_file()},
         "seconds": round(result.seconds, 2),
         "seed": job.recipe["train"]["seed"],
         "versions": package_versions(),
-        **{k: v for k, v in result.extra.items() if k != "replay_rows"},
     }
     run.update_manifest("train", record)
     shutil.rmtree(job.checkpoint_dir, ignore_errors=True)  # only needed to resume; the adapter is published

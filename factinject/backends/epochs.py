@@ -16,16 +16,10 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from factinject.backends.hf_generate import generate_answers
+from factinject.backends.hf_generate import MAX_NEW_TOKENS, generate_answers
 from factinject.rundir import atomic_dir, write_text_atomic
-from factinject.scoring import contains_key
+from factinject.scoring import contains_key, same_answer
 from factinject.train import EpochRecord, TrainJob, choose_epoch
-
-MAX_NEW_TOKENS = 64
-
-
-def same_answer(a: str, b: str) -> bool:
-    return " ".join(a.split()) == " ".join(b.split())
 
 
 def base_answers(model, tokenizer, prompts: list[str], cache: Path) -> list[str]:

@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from factinject.backends.hf_generate import MAX_NEW_TOKENS
 from factinject.errors import FactinjectError
-
-MAX_NEW_TOKENS = 64
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,13 @@ padding, stop at the first end-of-turn.
 
 from __future__ import annotations
 
+# One answer budget for every stage, so drift, locality and parity compare answers
+# of the same length.
+MAX_NEW_TOKENS = 64
+
 
 def generate_answers(model, tokenizer, prompts: list[list[dict]], batch_size: int = 64,
-                     max_new_tokens: int = 40, progress=None) -> list[str]:
+                     max_new_tokens: int = MAX_NEW_TOKENS, progress=None) -> list[str]:
     """Greedy answers to chat prompts (lists of messages), in the input order."""
     encoded = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False)
                for p in prompts]

@@ -22,7 +22,7 @@ def lora_config(recipe: Recipe):
     )
 
 
-def sft_config(job: TrainJob, *, use_cpu: bool, bf16: bool = False, assistant_only_loss: bool = True, **extra):
+def sft_config(job: TrainJob, *, use_cpu: bool, bf16: bool = False, assistant_only_loss: bool = True):
     from trl import SFTConfig
 
     recipe = job.recipe_obj()
@@ -51,7 +51,6 @@ def sft_config(job: TrainJob, *, use_cpu: bool, bf16: bool = False, assistant_on
         use_cpu=use_cpu,
         bf16=bf16,
         dataloader_num_workers=0,
-        **extra,
     )
 
 
@@ -152,7 +151,7 @@ def run_sft(job: TrainJob, model, tokenizer, *, backend: str, base_identity: dic
     decision = callback.decision
     assert decision is not None and decision.best_epoch is not None, "training ended without a measured epoch"
     return TrainResult(curve=callback.curve, best_epoch=decision.best_epoch, reason=decision.reason, backend=backend,
-                       seconds=0.0, base_identity=base_identity, extra={"replay_rows": len(rows) - len(job.fact_rows)})
+                       seconds=0.0, base_identity=base_identity, replay_rows=len(rows) - len(job.fact_rows))
 
 
 def train(job: TrainJob) -> TrainResult:
