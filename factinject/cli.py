@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 
 from factinject import __version__
-from factinject.errors import FactinjectError
+from factinject.errors import FactinjectError, Interrupted
 
 
 class _Group(click.Group):
@@ -18,7 +18,11 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except KeyboardInterrupt:  # Ctrl-C outside a command's own handling (e.g. while importing torch)
+                raise Interrupted("interrupted (Ctrl-C)",
+                                  fix="run the command again (outputs are written whole or not at all)") from None
         except FactinjectError as err:
             click.secho(f"error: {err.render()}", fg="red", err=True)
             ctx.exit(err.exit_code)

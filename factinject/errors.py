@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from factinject.redact import redact
+
 
 class FactinjectError(Exception):
     """A user-facing error: the CLI prints it and exits non-zero, no traceback."""
@@ -28,4 +30,10 @@ class FactinjectError(Exception):
         text = f"{place}{self.what}"
         if self.fix:
             text += f"\n  fix: {self.fix}"
-        return text
+        return redact(text)
+
+
+class Interrupted(FactinjectError):
+    """Ctrl-C (SIGINT): say what was kept and how to go on; 130 is the shell's code for it."""
+
+    exit_code = 130

@@ -11,13 +11,15 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from factinject import __version__
 from factinject.errors import FactinjectError
+from factinject.redact import redact
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -53,19 +55,51 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield an empty temporary directory; on success it replaces `target` whole."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    old = target.with_name(f".{target.name}.old")
     try:
         yield tmp
-        old = None
         if target.exists():
-            old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(target, old)
         os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        _restore_old(target, old)  # interrupted between the two renames: put the previous output back
         raise
+
+
+def _restore_old(target: Path, old: Path) -> None:
+    if old.exists() and not target.exists():
+        os.replace(old, target)
+
+
+# Where factinject writes atomically, and the folders it swaps whole. Recovery looks only
+# there, and only at names mkstemp/mkdtemp gave them, so `--run ~` can never touch a user's files.
+_WRITE_DIRS = ("", "export", "train", "reports", "reports/.cache")
+_SWAPPED = ("data", "adapter", "merged", "reports", "export/adapter", "train/best-adapter")
+_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def recover_partial_writes(root: Path) -> list[Path]:
+    """After a crash or SIGKILL mid-write: put back any `.name.old` whose replacement never
+    arrived, and delete half-written `.name.XXXXXXXX.tmp` files and folders. Only safe while
+    holding the run's lock (see lock.py). Returns what was removed."""
+    removed = []
+    for rel in _SWAPPED:
+        target = root / rel
+        old = target.with_name(f".{target.name}.old")
+        _restore_old(target, old)
+        if old.exists():  # the new output did arrive; only deleting the old copy was cut short
+            shutil.rmtree(old, ignore_errors=True)
+            removed.append(old)
+    for rel in _WRITE_DIRS:
+        here = root / rel
+        for path in sorted(here.iterdir()) if here.is_dir() else []:
+            if _TEMP.match(path.name):
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 class Run:
@@ -90,11 +124,14 @@ class Run:
         except json.JSONDecodeError as err:
             raise FactinjectError(f"manifest is not valid JSON ({err.msg})", where=self.manifest_path, line=err.lineno,
                                   fix="re-run `factinject expand` for this run, or restore the file") from None
-        version = manifest.get("manifest_version")
+        version = manifest.get("manifest_version") if isinstance(manifest, dict) else None
         if version != MANIFEST_VERSION:
+            writer = manifest.get("factinject_version", "an unknown version") if isinstance(manifest, dict) else "?"
             raise FactinjectError(
-                f"this run was written by a factinject with manifest version {version}; this one reads {MANIFEST_VERSION}",
-                where=self.manifest_path, fix="re-run `factinject expand` into a new --run directory",
+                f"this run was written by factinject {writer} (manifest version {version}); "
+                f"this factinject ({__version__}) reads manifest version {MANIFEST_VERSION}",
+                where=self.manifest_path,
+                fix=f"continue the run with factinject {writer}, or re-run `factinject expand` into a new --run directory",
             )
         return manifest
 
@@ -104,13 +141,17 @@ class Run:
         manifest["factinject_version"] = __version__
         manifest["name"] = self.path.name
         manifest[stage] = record
-        write_text_atomic(self.manifest_path, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        write_text_atomic(self.manifest_path, redact(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"))
         return manifest
 
 
 def default_run_for(sheet_paths: list[Path], exports: Path = EXPORTS) -> Path:
     """exports/<sheet name>/ for one sheet, exports/<a>+<b>/ for several."""
-    return exports / "+".join(p.stem for p in sheet_paths)
+    name = "+".join(Path(p).stem for p in sheet_paths)
+    if not name or name.startswith(".") or name != Path(name).name:  # '..md' has stem '.', '...md' has '..'
+        raise FactinjectError(f"the sheet's file name gives no usable run name ({name!r})", where=sheet_paths[0],
+                              fix="rename the sheet (e.g. facts/acme.md), or pass --run exports/<name>")
+    return exports / name
 
 
 def set_current(run: Run, exports: Path = EXPORTS) -> None:
@@ -123,6 +164,10 @@ def resolve_run(option: str | None, exports: Path = EXPORTS) -> Run:
         return Run(option)
     pointer = exports / CURRENT_POINTER
     if pointer.exists():
-        return Run(pointer.read_text(encoding="utf-8").strip())
+        run = Run(pointer.read_text(encoding="utf-8").strip())
+        if not run.path.is_dir():
+            raise FactinjectError(f"the last expanded run ({run.path}) no longer exists", where=pointer,
+                                  fix="pass --run exports/<name>, or expand a fact sheet again")
+        return run
     raise FactinjectError("no run given and none expanded yet", where=exports,
                           fix="run `factinject expand facts/<sheet>.md` first, or pass --run exports/<name>")
