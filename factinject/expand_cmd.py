@@ -16,6 +16,8 @@ import click
 from factinject.expand import SPLITS, ExpandConfig, Expansion, expand_sheets
 from factinject.factsheet import read_sheet
 from factinject.errors import FactinjectError
+from factinject.guard import command_errors
+from factinject.lock import run_lock
 from factinject.rundir import Run, atomic_dir, default_run_for, set_current
 
 PER_FACT_TABLE_LIMIT = 40  # beyond this the summary is per subject, not per fact
@@ -56,8 +58,9 @@ def expand_into_run(sheet_paths, run: Run, cfg: ExpandConfig, *, force: bool) ->
     manifest, and make this the current run. Shared by `expand` and `run`."""
     parsed = [read_sheet(p) for p in sheet_paths]
     expansion = expand_sheets(parsed, cfg)
-    write_expansion(run, expansion, parsed, cfg, force=force)
-    set_current(run)
+    with run_lock(run.path, "expand"):  # only now: a sheet with errors must not even create the run folder
+        write_expansion(run, expansion, parsed, cfg, force=force)
+        set_current(run)
     return expansion
 
 
@@ -119,5 +122,7 @@ def expand(sheets: tuple[Path, ...], run_path: Path | None, seed: int, per_famil
         raise FactinjectError("--per-family must be at least 1", fix="pass --per-family 6 (the default)")
     cfg = ExpandConfig(seed=seed, max_questions_per_family=per_family)
     run = Run(run_path or default_run_for(list(sheets)))
-    expansion = expand_into_run(sheets, run, cfg, force=force)
+    with command_errors(("interrupted (Ctrl-C); the run's data was not changed", "run `factinject expand` again"),
+                        where=run.path):
+        expansion = expand_into_run(sheets, run, cfg, force=force)
     print_summary(expansion, run, time.perf_counter() - started)

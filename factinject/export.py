@@ -8,6 +8,7 @@ folder, checked for parity against the adapter, and only then renamed into place
 
 from __future__ import annotations
 
+import errno
 import shutil
 from pathlib import Path
 
@@ -19,8 +20,18 @@ PARITY_BOUND = 0.99
 PARITY_PROMPTS = 160  # fact questions first, then unrelated prompts, up to this many
 
 
-def export_target(run: Run, merged: bool) -> Path:
+def export_target(run: Run, merged: bool, out: Path | None = None) -> Path:
+    if out is not None:
+        return Path(out)
     return run.path / "merged" if merged else run.path / "export" / "adapter"
+
+
+def disk_full_fix(target: Path, need: int | None) -> str:
+    from factinject.guard import gigabytes
+
+    amount = f"about {gigabytes(need)}" if need else "some space"
+    return (f"free {amount} on the disk of {target.parent} and run the export again, or write it to another disk "
+            "with --out DIR; nothing was exported and any previous export is intact")
 
 
 def ensure_trained(run: Run) -> dict:
@@ -90,21 +101,39 @@ def measure_parity(adapter_model, merged_model, tokenizer, prompts: list[str]) -
             "disagreements": disagreements}
 
 
-def export_adapter(run: Run, *, force: bool) -> dict:
+def write_export(target: Path, need: int | None, fill) -> None:
+    """atomic_dir + fill(tmp), with a full disk reported against the export (and its size)."""
+    from factinject.guard import disk_full
+
+    try:
+        with atomic_dir(target) as tmp:
+            fill(tmp)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise disk_full(err, target, need=need, fix=disk_full_fix(target, need)) from None
+        raise
+
+
+def export_adapter(run: Run, *, force: bool, out: Path | None = None) -> dict:
     manifest = ensure_trained(run)
-    target = export_target(run, merged=False)
+    target = export_target(run, merged=False, out=out)
     refuse_overwrite(target, force)
-    with atomic_dir(target) as tmp:
-        for item in (run.path / "adapter").iterdir():
+    files = list((run.path / "adapter").iterdir())
+
+    def fill(tmp: Path) -> None:
+        for item in files:
             shutil.copy2(item, tmp / item.name)
         (tmp / "README.md").write_text(model_card(manifest, manifest["train"]["recipe"]["model"]["name"], None)
                                        .replace("merged into the base weights", "as a LoRA adapter"), encoding="utf-8")
+
+    write_export(target, sum(f.stat().st_size for f in files if f.is_file()), fill)
     record = {"adapter": {"path": str(target), "files": {p.name: sha256_file(p) for p in sorted(target.iterdir())}}}
     run.update_manifest("export", {**manifest.get("export", {}), **record})
     return record
 
 
-def export_merged(run: Run, *, force: bool, allow_pickle: bool = False, trust_remote_code: bool = False) -> dict:
+def export_merged(run: Run, *, force: bool, allow_pickle: bool = False, trust_remote_code: bool = False,
+                  out: Path | None = None) -> dict:
     """Merge on the CPU with PEFT's merge_and_unload, check parity, publish."""
     from peft import PeftModel
 
@@ -112,7 +141,7 @@ def export_merged(run: Run, *, force: bool, allow_pickle: bool = False, trust_re
     from factinject.models import ModelRef, load_model_cpu, load_tokenizer, resolve_model, template_sha256
 
     manifest = ensure_trained(run)
-    target = export_target(run, merged=True)
+    target = export_target(run, merged=True, out=out)
     refuse_overwrite(target, force)
     base_name = manifest["train"]["recipe"]["model"]["name"]
     ref = resolve_model(base_name)
@@ -139,10 +168,13 @@ def export_merged(run: Run, *, force: bool, allow_pickle: bool = False, trust_re
             f"(bound {PARITY_BOUND:.0%}), largest logit difference {parity['max_logit_diff']:.3g}; first: {parity['disagreements'][:1]}",
             where=run.path / "adapter", fix="nothing was written; report this with the run's manifest.json",
         )
-    with atomic_dir(target) as tmp:
+
+    def fill(tmp: Path) -> None:
         merged.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         (tmp / "README.md").write_text(model_card(manifest, base_name, parity), encoding="utf-8")
+
+    write_export(target, sum(p.numel() * p.element_size() for p in merged.state_dict().values()), fill)
     files = {p.name: sha256_file(p) for p in sorted(target.iterdir()) if p.is_file()}
     record = {"merged": {"path": str(target), "files": files, "parity": parity,
                          "chat_template_sha256": template_sha256(tokenizer), "eos_token_id": eos_ids,

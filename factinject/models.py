@@ -2,19 +2,38 @@
 
 Rules: weights only from safetensors (pickle `.bin` files can run code when loaded)
 unless the user passes --allow-pickle; never `trust_remote_code` unless asked; a
-model without a chat template is an error, because training with one template and
-serving with another is the commonest way injected facts "disappear".
+model without a chat template is an error unless the user picks one with
+`--chat-template default|FILE`, because training with one template and serving with
+another is the commonest way injected facts "disappear". The chosen template is
+recorded in the run's manifest and saved with the adapter and the export.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from factinject.errors import FactinjectError
 from factinject.recipe import TESTBED
+
+# `--chat-template default`: plain-text turns that need no new tokens (so no embedding
+# resize), with the answer and its eos inside {% generation %} for assistant-only loss.
+DEFAULT_CHAT_TEMPLATE = (
+    "{% if bos_token %}{{ bos_token }}{% endif %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] }}\n\n"
+    "{% elif message['role'] == 'user' %}### Question:\n{{ message['content'] }}\n\n"
+    "{% elif message['role'] == 'assistant' %}### Answer:\n{% generation %}{{ message['content'] }}{{ eos_token }}"
+    "{% endgeneration %}\n\n"
+    "{% else %}{{ raise_exception('unknown role: ' + message['role']) }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}### Answer:\n{% endif %}"
+)
+_supplied: list[str] = []  # the template the user chose for this command's base model (innermost last)
 
 
 @dataclass(frozen=True)
@@ -66,6 +85,53 @@ def needs_remote_code(ref: ModelRef) -> bool:
     return bool(config.get("auto_map"))
 
 
+def read_chat_template(spec: str) -> str:
+    """--chat-template: 'default' (DEFAULT_CHAT_TEMPLATE) or the path of a Jinja file."""
+    if spec == "default":
+        return DEFAULT_CHAT_TEMPLATE
+    p = Path(spec)
+    if not p.is_file():
+        raise FactinjectError("no such chat template file", where=p,
+                              fix="pass --chat-template default, or the path of a Jinja chat template file")
+    text = p.read_text(encoding="utf-8")
+    if "{{" not in text or "messages" not in text:
+        raise FactinjectError("this file is not a Jinja chat template (it never renders `messages`)", where=p,
+                              fix="see DEFAULT_CHAT_TEMPLATE in factinject/models.py for the shape of one")
+    return text
+
+
+def run_chat_template(manifest: dict, option: str | None) -> str | None:
+    """The template for a base model that ships none: --chat-template, else the one the run recorded."""
+    if option:
+        return read_chat_template(option)
+    return (manifest.get("chat_template") or {}).get("text")
+
+
+def chat_template_record(option: str, template: str) -> dict:
+    """The manifest's `chat_template` entry, written once a stage has used the template."""
+    return {"source": option, "sha256": hashlib.sha256(template.encode("utf-8")).hexdigest(), "text": template}
+
+
+@contextlib.contextmanager
+def supplied_chat_template(template: str | None) -> Iterator[None]:
+    """While the block runs, a tokenizer loaded without a chat template gets `template`.
+
+    Only tokenizers that ship none are affected: an adapter or export folder carries
+    the template it was trained with, so it is never replaced."""
+    if template is None:
+        yield
+        return
+    _supplied.append(template)
+    try:
+        yield
+    finally:
+        _supplied.pop()
+
+
+def supplied_template() -> str | None:
+    return _supplied[-1] if _supplied else None
+
+
 def load_tokenizer(ref: ModelRef, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
@@ -74,11 +140,21 @@ def load_tokenizer(ref: ModelRef, *, trust_remote_code: bool = False):
     except OSError as err:
         raise FactinjectError(f"could not load the tokenizer of {ref.name!r}: {str(err).splitlines()[0]}", where=ref.path,
                               fix="check the model name and your network (or HF_HUB_OFFLINE), or use a local path") from None
+    supplied = supplied_template()
+    if supplied is not None and tokenizer.chat_template and tokenizer.chat_template.strip() != supplied.strip():
+        raise FactinjectError(f"the model {ref.name!r} has its own chat template; --chat-template is only for "
+                              "models without one", where=ref.path, fix="drop --chat-template (the model's own template is used)")
     if not tokenizer.chat_template:
-        raise FactinjectError(
-            f"the tokenizer of {ref.name!r} has no chat template",
-            where=ref.path, fix="use an instruct/chat model, or add a chat_template to its tokenizer_config.json",
-        )
+        if supplied is None:
+            raise FactinjectError(
+                f"the tokenizer of {ref.name!r} has no chat template", where=ref.path,
+                fix="use an instruct/chat model, or pass --chat-template default (factinject's plain "
+                    "'### Question:/### Answer:' template, see docs/troubleshooting.md) or --chat-template FILE.jinja",
+            )
+        if tokenizer.eos_token is None:
+            raise FactinjectError(f"the tokenizer of {ref.name!r} has no eos token, so answers could not end",
+                                  where=ref.path, fix="use a model whose tokenizer defines eos_token")
+        tokenizer.chat_template = supplied
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # Llama 3 ships without one
     return tokenizer

@@ -143,14 +143,15 @@ def run_probe(run: Run, *, backend: str = "auto", exam: Path | None = None, boun
 
 
 def write_reports(run: Run, report: dict, questions: list[str], before: dict, after: dict | None) -> None:
+    from factinject.redact import redact
     from factinject.report import render_html, render_markdown
 
     reports = run.path / "reports"
     cache = reports / ".cache"
     with atomic_dir(reports) as tmp:
-        (tmp / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        (tmp / "report.md").write_text(render_markdown(report), encoding="utf-8")
-        (tmp / "report.html").write_text(render_html(report), encoding="utf-8")
+        (tmp / "report.json").write_text(redact(json.dumps(report, indent=2, ensure_ascii=False) + "\n"), encoding="utf-8")
+        (tmp / "report.md").write_text(redact(render_markdown(report)), encoding="utf-8")
+        (tmp / "report.html").write_text(redact(render_html(report)), encoding="utf-8")
         answers = [{"question": q, "before": before[q], "after": after[q] if after else None} for q in questions]
         (tmp / "answers.jsonl").write_text("".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers), encoding="utf-8")
         if cache.exists():  # keep cached base answers across probes
@@ -185,21 +186,34 @@ def print_summary(report: dict) -> None:
               help="Before training: the recipe whose base model to probe (default: the testbed).")
 @click.option("--allow-pickle", is_flag=True, help="Allow .bin (pickle) weights. Only for models you trust.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow a model's own Python code. Only for models you trust.")
-def probe(run_path, backend, exam, fail_under, world_limit, recipe_path, allow_pickle, trust_remote_code) -> None:
+@click.option("--chat-template", "chat_template", metavar="default|FILE",
+              help="For a base model without a chat template (default: the one this run recorded).")
+def probe(run_path, backend, exam, fail_under, world_limit, recipe_path, allow_pickle, trust_remote_code,
+          chat_template) -> None:
     """Probe the base model (before) and the tuned model (after) on the same prompts.
 
     Writes reports/report.json, report.md and report.html in the run. After
     `export --merged`, "after" is the merged model and parity compares it with the
     adapter. Exits with status 1 when a --fail-under bound is missed.
     """
-    from factinject.rundir import resolve_run
-
+    from factinject.guard import OOM_PROBE_FIX, check_run_data, guarded
+    from factinject.models import chat_template_record, run_chat_template
+    from factinject.models import supplied_chat_template as with_template
     from factinject.recipe import load_recipe
+    from factinject.rundir import resolve_run
 
     run = resolve_run(str(run_path) if run_path else None)
     model_name = load_recipe(recipe_path).model.name if recipe_path else None
-    report = run_probe(run, backend=backend, exam=exam, bounds_text=fail_under, world_limit=world_limit,
-                       allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, model_name=model_name)
+    interrupt = ("interrupted (Ctrl-C); no report was written",
+                 "any previous report is intact; run `factinject probe` again (finished answer sets are cached)")
+    with guarded(run, "probe", interrupt, oom_fix=OOM_PROBE_FIX):
+        check_run_data(run, ("train", "test"))
+        template = run_chat_template(run.manifest(), chat_template)
+        with with_template(template):
+            report = run_probe(run, backend=backend, exam=exam, bounds_text=fail_under, world_limit=world_limit,
+                               allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, model_name=model_name)
+        if chat_template:
+            run.update_manifest("chat_template", chat_template_record(chat_template, template))
     print_summary(report)
     click.echo(f"report: {run.path / 'reports' / 'report.html'} ({report['seconds']}s)")
     if report["missed"]:

@@ -18,7 +18,9 @@ from factinject.errors import FactinjectError
 @click.option("--seed", default=0, show_default=True, help="Expansion seed.")
 @click.option("--fail-under", "fail_under", help="Bounds for the final probe, e.g. recall_heldout=0.9,retention=0.97.")
 @click.option("--force", is_flag=True, help="Replace this run's earlier data, adapter and export.")
-def run(sheets, run_path, recipe_path, seed, fail_under, force) -> None:
+@click.option("--chat-template", "chat_template", metavar="default|FILE",
+              help="For a base model without a chat template: 'default' (see docs/troubleshooting.md) or a Jinja file.")
+def run(sheets, run_path, recipe_path, seed, fail_under, force, chat_template) -> None:
     """Inject the facts of SHEETS and prove it: the whole pipeline in one command.
 
     Prints a before/after table and where the report is, with the time each stage took.
@@ -29,6 +31,9 @@ def run(sheets, run_path, recipe_path, seed, fail_under, force) -> None:
     from factinject.expand import ExpandConfig
     from factinject.expand_cmd import expand_into_run
     from factinject.export import export_merged
+    from factinject.guard import OOM_TRAIN_FIX, guarded
+    from factinject.models import chat_template_record, read_chat_template
+    from factinject.models import supplied_chat_template as with_template
     from factinject.probe_cmd import print_summary, run_probe
     from factinject.recipe import REPO_RECIPES, load_recipe
     from factinject.rundir import Run, default_run_for
@@ -44,18 +49,25 @@ def run(sheets, run_path, recipe_path, seed, fail_under, force) -> None:
 
     recipe = load_recipe(recipe_path or REPO_RECIPES / "testbed-cpu.yaml")
     the_run = Run(run_path or default_run_for(list(sheets)))
-    if (the_run.path / "adapter").exists():
-        if not force:
-            raise FactinjectError("this run already holds a trained adapter", where=the_run.path,
-                                  fix="pass --force to redo it from scratch, or --run exports/<new-name>")
-        for stale in ("adapter", "merged", "export", "train"):  # a fresh run must not probe an old adapter
-            shutil.rmtree(the_run.path / stale, ignore_errors=True)
+    template = read_chat_template(chat_template) if chat_template else None
+    go_on = (f"go on stage by stage (`factinject train --run {the_run.path} --resume`, `export --merged`, `probe`), "
+             "or start over with `factinject run ... --force`")
+    interrupt = ("interrupted (Ctrl-C); every finished stage's output is complete", go_on)
+    with guarded(the_run, "run", interrupt, create=True, oom_fix=OOM_TRAIN_FIX), with_template(template):
+        if (the_run.path / "adapter").exists():
+            if not force:
+                raise FactinjectError("this run already holds a trained adapter", where=the_run.path,
+                                      fix="pass --force to redo it from scratch, or --run exports/<new-name>")
+            for stale in ("adapter", "merged", "export", "train"):  # a fresh run must not probe an old adapter
+                shutil.rmtree(the_run.path / stale, ignore_errors=True)
 
-    timed("expand", lambda: expand_into_run(sheets, the_run, ExpandConfig(seed=seed), force=force))
-    timed("probe (before)", lambda: run_probe(the_run, model_name=recipe.model.name))
-    timed("train", lambda: run_training(the_run, recipe, backend=recipe.model.backend, fresh=True))
-    timed("export --merged", lambda: export_merged(the_run, force=True))
-    report = timed("probe (after)", lambda: run_probe(the_run, bounds_text=fail_under))
+        timed("expand", lambda: expand_into_run(sheets, the_run, ExpandConfig(seed=seed), force=force))
+        timed("probe (before)", lambda: run_probe(the_run, model_name=recipe.model.name))
+        timed("train", lambda: run_training(the_run, recipe, backend=recipe.model.backend, fresh=True))
+        if chat_template:
+            the_run.update_manifest("chat_template", chat_template_record(chat_template, template))
+        timed("export --merged", lambda: export_merged(the_run, force=True))
+        report = timed("probe (after)", lambda: run_probe(the_run, bounds_text=fail_under))
     print_summary(report)
     table = Table(title="time per stage", title_justify="left")
     table.add_column("stage")

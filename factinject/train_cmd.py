@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import click
@@ -21,6 +23,31 @@ def parse_epochs(value: str | None):
     return n
 
 
+def prune_incomplete_checkpoints(run) -> list[Path]:
+    """A checkpoint is complete once trainer_state.json (written last) parses; one cut short
+    by a kill or Ctrl-C would break --resume, so it goes and the previous one is used."""
+    removed = []
+    for ckpt in (run.path / "train" / "checkpoints").glob("checkpoint-*"):
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            shutil.rmtree(ckpt, ignore_errors=True)
+            removed.append(ckpt)
+    return removed
+
+
+def interrupted_training(run, template_flag: str):
+    """What to say after Ctrl-C: resume when an epoch was checkpointed, else start again."""
+    def message() -> tuple[str, str]:
+        if any((run.path / "train" / "checkpoints").glob("checkpoint-*/trainer_state.json")):
+            fix = (f"resume with `factinject train --resume{template_flag}` (same recipe and flags), or start over "
+                   f"with `factinject train --fresh{template_flag}`")
+            return "interrupted (Ctrl-C); finished epochs are checkpointed, no adapter was published", fix
+        return ("interrupted (Ctrl-C) before the first epoch finished; no adapter was published",
+                f"run `factinject train{template_flag}` again")
+    return message
+
+
 @click.command()
 @click.option("--run", "run_path", type=click.Path(path_type=Path), help="Run directory (default: the last expanded run).")
 @click.option("--recipe", "recipe_path", type=click.Path(path_type=Path),
@@ -34,13 +61,20 @@ def parse_epochs(value: str | None):
 @click.option("--fresh", is_flag=True, help="Discard an interrupted training and start over.")
 @click.option("--allow-pickle", is_flag=True, help="Allow loading .bin (pickle) weights. Only for models you trust.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow a model's own Python code. Only for models you trust.")
-def train(run_path, recipe_path, epochs, lr, rank, backend, resume, fresh, allow_pickle, trust_remote_code) -> None:
+@click.option("--chat-template", "chat_template", metavar="default|FILE",
+              help="For a base model without a chat template: 'default' (see docs/troubleshooting.md) or a Jinja "
+                   "file. Recorded in the run; later commands reuse it.")
+def train(run_path, recipe_path, epochs, lr, rank, backend, resume, fresh, allow_pickle, trust_remote_code,
+          chat_template) -> None:
     """Train a LoRA adapter on the run's train split (with replay of base answers).
 
     With --epochs auto (the default) each epoch is scored on the dev split and on
     drift-control prompts; training stops when dev recall stops improving or answers
     drift too far, and the best epoch's adapter is kept in <run>/adapter.
     """
+    from factinject.guard import OOM_TRAIN_FIX, check_run_data, guarded
+    from factinject.models import chat_template_record, run_chat_template
+    from factinject.models import supplied_chat_template as with_template
     from factinject.recipe import REPO_RECIPES, load_recipe
     from factinject.rundir import resolve_run
     from factinject.train import run_training
@@ -52,8 +86,16 @@ def train(run_path, recipe_path, epochs, lr, rank, backend, resume, fresh, allow
     recipe = load_recipe(recipe_path or (default if default.exists() else None))
     recipe = recipe.with_overrides(**{"train.epochs": parse_epochs(epochs), "train.learning_rate": lr, "lora.r": rank,
                                       "model.backend": backend})
-    result = run_training(run, recipe, backend=recipe.model.backend, resume=resume, fresh=fresh,
-                          allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    flag = f" --chat-template {chat_template}" if chat_template else ""
+    with guarded(run, "train", interrupted_training(run, flag), oom_fix=OOM_TRAIN_FIX):
+        check_run_data(run, ("train", "dev"))
+        template = run_chat_template(run.manifest(), chat_template)
+        prune_incomplete_checkpoints(run)
+        with with_template(template):
+            result = run_training(run, recipe, backend=recipe.model.backend, resume=resume, fresh=fresh,
+                                  allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        if chat_template:
+            run.update_manifest("chat_template", chat_template_record(chat_template, template))
     best = next(r for r in result.curve if r.epoch == result.best_epoch)
     click.echo(f"kept epoch {result.best_epoch} of {len(result.curve)} ({result.reason}); dev recall "
                f"{best.dev_correct}/{best.dev_n}, drift {best.drift_changed}/{best.drift_n}; "

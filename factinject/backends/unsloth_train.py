@@ -16,13 +16,27 @@ from pathlib import Path
 from factinject.errors import FactinjectError
 from factinject.train import EpochRecord, TrainJob, TrainResult
 
+OOM_EXIT = 3  # the child's exit code for CUDA out-of-memory
+
 
 def train_in_child(job: TrainJob) -> TrainResult:
+    from factinject.guard import OOM_TRAIN_FIX
+    from factinject.models import supplied_template
+
     job_file = job.state_dir / "unsloth-job.json"
     result_file = job.state_dir / "unsloth-result.json"
+    template_file = job.state_dir / "unsloth-chat-template.jinja"  # --chat-template, for a model that ships none
     result_file.unlink(missing_ok=True)
+    template_file.unlink(missing_ok=True)
+    if supplied_template() is not None:
+        template_file.write_text(supplied_template(), encoding="utf-8")
     job_file.write_text(json.dumps(asdict(job)), encoding="utf-8")
     proc = subprocess.run([sys.executable, "-m", "factinject.backends.unsloth_train", str(job_file)])
+    if proc.returncode in (130, -2):  # the child was interrupted (SIGINT): report it as our own Ctrl-C
+        raise KeyboardInterrupt
+    if proc.returncode == OOM_EXIT:
+        raise FactinjectError("out of GPU memory while training (CUDA out of memory)", where=job.state_dir,
+                              fix=OOM_TRAIN_FIX)
     if proc.returncode != 0 or not result_file.exists():
         raise FactinjectError(
             f"the Unsloth training process failed (exit code {proc.returncode})", where=job.state_dir,
@@ -57,12 +71,15 @@ def _child(job_file: Path) -> None:
         )
     except torch.cuda.OutOfMemoryError:
         _oom()
+    template_file = job.state_dir / "unsloth-chat-template.jinja"
+    if not tokenizer.chat_template and template_file.exists():
+        tokenizer.chat_template = template_file.read_text(encoding="utf-8")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     identity = model_identity(ref, tokenizer) if tokenizer.chat_template else {"name": job.model_name}
     if not tokenizer.chat_template:
         raise FactinjectError(f"the tokenizer of {job.model_name!r} has no chat template", where=job.model_path,
-                              fix="use an instruct/chat model")
+                              fix="use an instruct/chat model, or pass --chat-template default")
     instruction_part, response_part = turn_markers(tokenizer)
 
     def peft(model):
@@ -91,10 +108,7 @@ def _child(job_file: Path) -> None:
 
 
 def _oom():
-    print("error: CUDA ran out of memory while training.\n  fix: lower train.batch_size (raise train.grad_accum "
-          "to keep the effective batch), or lower model.max_seq_length, then `factinject train --resume`.",
-          file=sys.stderr)
-    raise SystemExit(3)
+    raise SystemExit(OOM_EXIT)  # the parent prints the message (OOM_TRAIN_FIX)
 
 
 if __name__ == "__main__":
@@ -103,3 +117,5 @@ if __name__ == "__main__":
     except FactinjectError as err:
         print(f"error: {err.render()}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the parent prints the message
+        raise SystemExit(130) from None
