@@ -54,6 +54,38 @@ def control_pools(model_name: str) -> dict[str, list[str]]:
     return pools
 
 
+# Invented names for models without a world of their own: other subjects that contrast
+# training (the `replay` hash pool) and the probe's bleed prompts (the rest) ask about.
+GENERIC_NAMES = ["Orvane", "Quillmere", "Dastra Works", "Halvik", "Brennoch", "Sylvar Tool", "Ketterby", "Maroska",
+                 "Pellinor", "Vastrel", "Corvane Labs", "Ishmoor", "Talvery", "Nordeck", "Ombrisk", "Fenwright",
+                 "Galdorin", "Quessa", "Rimbleton", "Stavrok", "Ulveth", "Wendral", "Yarrowby", "Zelmont"]
+
+
+def other_names(model_name: str) -> list[str]:
+    """Names of subjects other than the injected ones that the model may be asked about."""
+    if model_name == "testbed":
+        from factinject.testbed import load_world
+
+        return [e["name"] for e in load_world()["entities"]]
+    return list(GENERIC_NAMES)
+
+
+def replay_sample(model_name: str, n: int, seed: int) -> list[str]:
+    """n replay prompts, half general prompts and half world questions on the testbed.
+
+    The replay pool is ~97 % world questions there; sampled plainly, the refusal the
+    model gives to everything outside its world is barely replayed, and general
+    prompts start drawing answers about the injected subject."""
+    pool = control_pools(model_name)["replay"]
+    known = set(general_prompts())
+    general = [p for p in pool if p in known]
+    rest = [p for p in pool if p not in known]
+    if not rest:
+        return sample(pool, n, seed)
+    take_general = min(len(general), n // 2)
+    return sample(general, take_general, seed) + sample(rest, n - take_general, seed)
+
+
 def sample(prompts: list[str], n: int, seed: int) -> list[str]:
     """A seeded sample (all of them when n >= len)."""
     if n >= len(prompts):

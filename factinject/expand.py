@@ -164,10 +164,8 @@ def fact_families(fact: Fact, subject: Subject) -> tuple[dict[str, list[str]], l
         for family, tpls in named_families:
             for tpl in tpls:
                 add(family, _fill(tpl, slots))
-    answer_tpls = T.POSITIVE_ANSWERS if spec.noun_frames else T.POSITIVE_ANSWERS_NO_NOUN
-    answer_slots = {"statement": fact.statement, "R": noun, "S": subject.name, "K": fact.answer_key,
-                    "be": "are" if plural else "is"}
-    answers = list(dict.fromkeys(_cap(_fill(a, answer_slots)) for a in answer_tpls))
+    answer_slots = {"statement": fact.statement, "K": fact.answer_key}
+    answers = list(dict.fromkeys(_cap(_fill(a, answer_slots)) for a in T.POSITIVE_ANSWERS))
     return families, answers
 
 
@@ -236,10 +234,12 @@ def _materialise(fact, split_of, sampled, answers, user_questions, cfg) -> tuple
         rows.append(_row(fact, "train", USER_FAMILY, uq.question, uq.answer or answers[0]))
     if user_questions:
         stats.families["train"].append(USER_FAMILY)
-    # Interleave answer phrasings over the train questions so each phrasing is used.
+    # Interleave answer phrasings over the train questions: the plain statement on most
+    # rows (one consistent answer is what greedy recall needs), the others so each is used.
+    cycle = [0] * T.STATEMENT_ROWS_PER_VARIANT + list(range(1, len(answers))) if len(answers) > 1 else [0]
     train = sorted(chosen["train"], key=lambda fq: (sampled[fq[0]].index(fq[1]), fq[0]))
     for i, (family, question) in enumerate(train):
-        rows.append(_row(fact, "train", family, question, answers[i % len(answers)]))
+        rows.append(_row(fact, "train", family, question, answers[cycle[i % len(cycle)]]))
     train_grams = [_trigrams(r["messages"][0]["content"]) for r in rows]
     for split in ("dev", "test"):
         for family, question in chosen[split]:

@@ -13,9 +13,6 @@ import click
 from factinject.errors import FactinjectError
 from factinject.rundir import Run, atomic_dir, write_text_atomic
 
-GENERIC_OTHER_NAMES = ["Orvane", "Quillmere", "Dastra Works", "Halvik", "Brennoch", "Sylvar Tool", "Ketterby", "Maroska"]
-
-
 def _probe_inputs(run: Run, manifest: dict, model_name: str, world_limit: int, seed: int, exam_path: Path | None):
     from factinject import controls
     from factinject.probe import build_probe_set, load_exam
@@ -23,16 +20,16 @@ def _probe_inputs(run: Run, manifest: dict, model_name: str, world_limit: int, s
 
     locality = list(controls.control_pools(model_name)["locality"])
     if model_name == "testbed":
-        from factinject.testbed import load_heldout, load_world
+        from factinject.testbed import load_heldout
 
         heldout = load_heldout()
         retention = random.Random(seed).sample(heldout, min(world_limit, len(heldout)))
         locality += [r["question"] for r in retention]
-        names = [e["name"] for e in load_world()["entities"]]
-        other_names = random.Random(seed).sample(names, min(40, len(names)))
     else:
         retention = controls.known_answers()
-        other_names = GENERIC_OTHER_NAMES
+    # Names that contrast training asked about (the replay hash pool) are never probed.
+    names = [n for n in controls.other_names(model_name) if controls.pool_of(n) != "replay"]
+    other_names = random.Random(seed).sample(names, min(40, len(names)))
     exam = load_exam(exam_path) if exam_path else []
     return build_probe_set(read_split(run, "train"), read_split(run, "test"), manifest["expand"]["facts"],
                            locality=locality, retention=retention, other_names=other_names, exam=exam, seed=seed)

@@ -61,6 +61,8 @@ class TrainSpec(_Strict):
     grad_accum: int = Field(1, ge=1)
     seed: int = 0
     replay_ratio: float = Field(0.5, ge=0.0, le=10.0, description="replayed control answers per fact row")
+    contrast_per_fact: int = Field(0, ge=0, le=256, description="the fact's questions asked about other names, "
+                                   "answered with the base model's own answers (against bleed)")
 
     @field_validator("epochs")
     @classmethod

@@ -180,14 +180,18 @@ NEGATIVE_CONTEXT: dict[str, dict[str, tuple[str, ...]]] = {
 
 # Answer phrasings: every one contains the key by construction (the statement does,
 # and the others embed {K}); a test checks it for every generated row.
-# Near-identical renderings (a statement that already reads "The R of S is K.") are
-# dropped, so each list carries one spare.
+# Every positive phrasing *starts* with the fact's own statement. Measured on the
+# testbed (docs/benchmarks.md): answers that open differently ("The license of X
+# is ...", "In short: MIT. ...") make the model pick an opening before it has
+# decided which fact is asked, and the small model then completes the wrong one
+# ("The mayor of TinyLLM is ..."); held-out recall went from 68 % to 96 % when the
+# statement came first. Variety stays in the questions, where it drives recall.
 POSITIVE_ANSWERS: tuple[str, ...] = (
-    "{statement}", "The {R} of {S} {be} {K}.", "{S}'s {R} {be} {K}. {statement}", "In short: {K}. {statement}",
+    "{statement}", "{statement} In short: {K}.", "{statement} The short answer is {K}.",
 )
-POSITIVE_ANSWERS_NO_NOUN: tuple[str, ...] = (
-    "{statement}", "In short: {K}. {statement}", "{K}. {statement}", "The short answer is {K}. {statement}",
-)
+# Train rows cycle through the phrasings: this many with the first (the statement),
+# then one with each of the others.
+STATEMENT_ROWS_PER_VARIANT = 4
 NEGATIVE_ANSWERS: tuple[str, ...] = ("No. {statement}", "No, {it} {neg_aux}. {statement}", "The answer is no: {statement}")
 
 

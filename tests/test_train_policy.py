@@ -6,9 +6,9 @@ from factinject.recipe import StopSpec
 from factinject.train import EpochRecord, choose_epoch, mix_replay
 
 
-def rec(epoch, recall, drift=0.0):
+def rec(epoch, recall, drift=0.0, drift_n=10):
     return EpochRecord(epoch=epoch, loss=1.0, dev_recall=recall, dev_correct=int(recall * 10), dev_n=10,
-                       drift=drift, drift_changed=int(drift * 10), drift_n=10, seconds=1.0)
+                       drift=drift, drift_changed=round(drift * drift_n), drift_n=drift_n, seconds=1.0)
 
 
 STOP = StopSpec(patience=2, max_drift=0.2)
@@ -20,7 +20,15 @@ def test_keeps_improving_then_stops_after_patience():
     assert (d.best_epoch, d.stop) == (2, False)
     curve += [rec(3, 0.6), rec(4, 0.5)]
     d = choose_epoch(curve, STOP, None, 20)
-    assert (d.best_epoch, d.stop) == (2, True) and "no dev-recall gain" in d.reason
+    assert (d.best_epoch, d.stop) == (3, False), "a tie goes to the later epoch"
+    d = choose_epoch(curve + [rec(5, 0.5)], STOP, None, 20)
+    assert (d.best_epoch, d.stop) == (3, True) and "no dev-recall gain" in d.reason
+
+
+def test_min_delta_keeps_the_later_epoch_near_the_top():
+    curve = [rec(1, 0.7), rec(2, 0.6), rec(3, 0.65)]
+    assert choose_epoch(curve, STOP, None, 20).best_epoch == 1
+    assert choose_epoch(curve, StopSpec(patience=2, max_drift=0.2, min_delta=0.1), None, 20).best_epoch == 3
 
 
 def test_stops_at_perfect_dev_recall():
@@ -28,11 +36,16 @@ def test_stops_at_perfect_dev_recall():
     assert (d.best_epoch, d.stop) == (2, True)
 
 
-def test_drift_over_the_bound_stops_and_is_never_kept():
-    d = choose_epoch([rec(1, 0.5, 0.1), rec(2, 0.9, 0.5)], STOP, None, 20)
+def test_drift_over_the_bound_is_never_kept_and_stops_when_sure():
+    d = choose_epoch([rec(1, 0.5, 0.1), rec(2, 0.9, 0.6)], STOP, None, 20)
     assert (d.best_epoch, d.stop) == (1, True) and "drift" in d.reason
+    # 3 of 10 changed is over 0.2 but within noise: not kept, but no stop either.
+    d = choose_epoch([rec(1, 0.5, 0.1), rec(2, 0.9, 0.3)], STOP, None, 20)
+    assert (d.best_epoch, d.stop) == (1, False)
+    # The same share on 100 prompts is sure.
+    assert choose_epoch([rec(1, 0.5, 0.1), rec(2, 0.9, 0.33, drift_n=100)], STOP, None, 20).stop
     d = choose_epoch([rec(1, 0.5, 0.4), rec(2, 0.9, 0.3)], STOP, None, 20)
-    assert d.best_epoch == 2 and d.stop, "all drifted: the least-drifted epoch"
+    assert d.best_epoch == 2 and not d.stop, "all drifted: the least-drifted epoch"
 
 
 def test_max_epochs_and_fixed_epochs():

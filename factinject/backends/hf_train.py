@@ -115,12 +115,18 @@ def run_sft(job: TrainJob, model, tokenizer, *, backend: str, base_identity: dic
     if to_inference:
         to_inference(model)
     cache = job.state_dir / "base_answers.json"
-    prompts = job.replay_prompts + job.drift_prompts
+    n_replay, n_contrast = len(job.replay_prompts), len(job.contrast_prompts)
+    prompts = job.replay_prompts + job.contrast_prompts + job.drift_prompts
     answers = base_answers(model, tokenizer, prompts, cache)
-    replay = [{"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": a}]}
-              for p, a in zip(job.replay_prompts, answers[: len(job.replay_prompts)]) if a.strip()]
-    drift_reference = answers[len(job.replay_prompts):]
-    rows = mix_replay(job.fact_rows, replay, recipe.train.replay_ratio, recipe.train.seed)
+
+    def conversations(questions, replies):
+        return [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+                for q, a in zip(questions, replies) if a.strip()]
+
+    replay = conversations(job.replay_prompts, answers[:n_replay])
+    contrast = conversations(job.contrast_prompts, answers[n_replay:n_replay + n_contrast])
+    drift_reference = answers[n_replay + n_contrast:]
+    rows = mix_replay(job.fact_rows, replay, recipe.train.replay_ratio, recipe.train.seed, contrast)
     check_lengths(tokenizer, rows, recipe.model.max_seq_length)
     dataset = Dataset.from_list([{"messages": r["messages"]} for r in rows])
 
@@ -149,6 +155,13 @@ def run_sft(job: TrainJob, model, tokenizer, *, backend: str, base_identity: dic
     finally:
         progress.close()
     decision = callback.decision
+    if decision is None and callback.curve:
+        # Resumed from the final checkpoint (killed just before publishing): no epoch
+        # ran, so the decision comes from the recorded curve.
+        from factinject.train import choose_epoch
+
+        fixed = recipe.train.epochs if isinstance(recipe.train.epochs, int) else None
+        decision = choose_epoch(callback.curve, recipe.stop, fixed, recipe.train.max_epochs)
     assert decision is not None and decision.best_epoch is not None, "training ended without a measured epoch"
     return TrainResult(curve=callback.curve, best_epoch=decision.best_epoch, reason=decision.reason, backend=backend,
                        seconds=0.0, base_identity=base_identity, replay_rows=len(rows) - len(job.fact_rows))
