@@ -30,11 +30,17 @@ class ExpandConfig:
     dev_families: int = 1
     test_families: int = 1
     near_duplicate_threshold: float = 0.75  # char-trigram Jaccard between held-out and train questions
+    # Every Nth train question is typed the way people type into a search box: lower
+    # case, no closing punctuation (0 turns it off). Without it the testbed learned a
+    # fact only in the capitalisation it was trained in, and "protosai purpose"
+    # got the out-of-world refusal.
+    lowercase_every: int = 4
 
     def __post_init__(self):
         assert self.max_questions_per_family >= 1, "max_questions_per_family must be >= 1"
         assert self.dev_families >= 1 and self.test_families >= 1, "dev and test need at least one family each"
         assert 0 < self.near_duplicate_threshold <= 1, "near_duplicate_threshold is a Jaccard similarity in (0, 1]"
+        assert self.lowercase_every >= 0, "lowercase_every must be >= 0 (0 turns it off)"
 
 
 @dataclass
@@ -239,6 +245,8 @@ def _materialise(fact, split_of, sampled, answers, user_questions, cfg) -> tuple
     cycle = [0] * T.STATEMENT_ROWS_PER_VARIANT + list(range(1, len(answers))) if len(answers) > 1 else [0]
     train = sorted(chosen["train"], key=lambda fq: (sampled[fq[0]].index(fq[1]), fq[0]))
     for i, (family, question) in enumerate(train):
+        if cfg.lowercase_every and i % cfg.lowercase_every == cfg.lowercase_every - 1:
+            question = question.lower().rstrip("?.!")
         rows.append(_row(fact, "train", family, question, answers[cycle[i % len(cycle)]]))
     train_grams = [_trigrams(r["messages"][0]["content"]) for r in rows]
     for split in ("dev", "test"):

@@ -163,14 +163,33 @@ def test_generated_questions_have_no_broken_grammar(expansion):
         question = row["messages"][0]["content"]
         for pattern in BROKEN:
             assert not re.search(pattern, question, re.I), (pattern, question)
-        if not row["family"].endswith("terse") and row["family"] != "user":
+        typed = row["split"] == "train" and question == question.lower() and question[-1] not in "?.!"
+        if not row["family"].endswith("terse") and row["family"] != "user" and not typed:
             assert question[0].isupper() or not question[0].isalpha(), question
             assert question[-1] in "?.:" or question.endswith(("is", "are")), question
 
 
+def test_some_train_questions_are_typed_in_lower_case_and_held_out_ones_never():
+    from factinject.expand import ExpandConfig, expand_sheets
+    from factinject.factsheet import read_sheet
+
+    sheets = [read_sheet(FACTS / "tinyllm.md")]
+    rows = expand_sheets(sheets, ExpandConfig()).rows
+
+    def typed(r):
+        q = r["messages"][0]["content"]
+        return q == q.lower() and q[-1] not in "?.!" and not r["family"].endswith("terse")
+
+    train = [r for r in rows if r["split"] == "train" and r["family"] != "user"]
+    assert 0.1 < sum(map(typed, train)) / len(train) <= 0.25, "about one train question in four"
+    assert not any(typed(r) for r in rows if r["split"] != "train"), "held-out questions keep their own form"
+    plain = expand_sheets(sheets, ExpandConfig(lowercase_every=0)).rows
+    assert not any(typed(r) for r in plain)
+
+
 def test_negative_facts_become_yes_no_questions(expansion):
     rows = [r for r in expansion.rows if r["fact_id"] == "mira-tal/driving" and r["family"] != "user"]
-    assert rows and all(re.search(r"\b[Cc]an (Mira Tal|Dr\. Tal) drive\b", r["messages"][0]["content"]) for r in rows)
+    assert rows and all(re.search(r"\b[Cc]an (Mira Tal|Dr\. Tal) drive\b", r["messages"][0]["content"], re.I) for r in rows)
     assert not any(re.search(r"adopting|install", r["messages"][0]["content"]) for r in rows), "software framing for a person"
     pets = [r["messages"][0]["content"] for r in expansion.rows if r["fact_id"] == "mira-tal/pets"]
     assert any("have any pets" in q for q in pets), pets
