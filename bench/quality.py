@@ -53,7 +53,8 @@ def one_run(root: Path, sheet: str, method: str) -> dict:
     recipe = load_recipe(REPO_RECIPES / "testbed-cpu.yaml")
     if method == "seed001":
         expansion = seed001_rows(expansion)
-        recipe = recipe.with_overrides(**{"train.epochs": 25, "train.replay_ratio": 0.0, "stop.control_prompts": 0})
+        recipe = recipe.with_overrides(**{"train.epochs": 25, "train.replay_ratio": 0.0, "train.contrast_per_fact": 0,
+                                           "stop.control_prompts": 0})
     run = Run(root / f"{Path(sheet).stem}-{method}")
     timings = {}
     t0 = time.perf_counter()
