@@ -2,6 +2,7 @@
 
     python bench/quality.py                      # tinyllm, protosai, lumen (22 facts)
     python bench/quality.py --sheets facts/kestrel.md
+    python bench/quality.py --methods default --set train.contrast_per_fact=0   # an ablation
 
 For each sheet, on the embedded testbed model, in this one process:
   default  - factinject's method: paraphrase families, replay, epochs chosen on dev,
@@ -20,6 +21,8 @@ import json
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 from factinject.expand import ExpandConfig, Expansion, expand_sheets
 from factinject.expand_cmd import write_expansion
@@ -46,11 +49,13 @@ def seed001_rows(expansion: Expansion) -> Expansion:
     return Expansion(rows=rows, stats=expansion.stats)
 
 
-def one_run(root: Path, sheet: str, method: str) -> dict:
+def one_run(root: Path, sheet: str, method: str, overrides: dict | None = None) -> dict:
     parsed = [read_sheet(REPO / sheet)]
     cfg = ExpandConfig(seed=0)
     expansion = expand_sheets(parsed, cfg)
     recipe = load_recipe(REPO_RECIPES / "testbed-cpu.yaml")
+    if overrides:  # ablations: --set train.contrast_per_fact=0
+        recipe = recipe.with_overrides(**overrides)
     if method == "seed001":
         expansion = seed001_rows(expansion)
         recipe = recipe.with_overrides(**{"train.epochs": 25, "train.replay_ratio": 0.0, "train.contrast_per_fact": 0,
@@ -102,12 +107,15 @@ def main() -> None:
     parser.add_argument("--sheets", nargs="+", default=DEFAULT_SHEETS)
     parser.add_argument("--methods", nargs="+", default=["default", "seed001"])
     parser.add_argument("--out", type=Path, help="Write the results as JSON here.")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="Recipe overrides for an ablation, e.g. train.contrast_per_fact=0 train.lr_scheduler=constant")
     args = parser.parse_args()
+    overrides = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for sheet in args.sheets:
             for method in args.methods:
-                results.append(one_run(Path(tmp), sheet, method))
+                results.append(one_run(Path(tmp), sheet, method, overrides))
     metrics = ["recall_trained", "recall_heldout", "retention", "locality_unchanged", "bleed", "parity"]
     print(f"\n{'sheet':<20}{'method':<9}{'metric':<20}{'before':>20}{'after':>20}")
     failures = []
