@@ -20,6 +20,7 @@ import random
 import re
 
 from factinject.controls import pool_of
+from factinject.scoring import contains_key
 
 
 def training_namesakes(name: str) -> list[str]:
@@ -35,7 +36,7 @@ def training_namesakes(name: str) -> list[str]:
     swapped_vowel = sq[:vowel] + ("o" if sq[vowel].lower() != "o" else "a") + sq[vowel + 1:]
     shifted = chr(ord(sq[0]) + 1) if sq[0].isalpha() and sq[0].lower() not in "zy" else "K"
     candidates = [
-        "Neo" + sq, "My" + sq, "Go" + sq, sq + "Hub", sq + "ly", sq + "Lab", name + " Pro", name + " 2",
+        "Neo" + sq, "My" + sq, "Go" + sq, sq + "Hub", sq + "ly", sq + "Lab", sq + "Pro", sq + "2",
         shifted + sq[1:], sq[1:].capitalize(), sq[:2] + sq[3:], sq[:-2], sq[0] + sq[1] + sq[1:],
         sq + sq[-1], sq[:1] + sq[2] + sq[1] + sq[3:], swapped_vowel,
     ]
@@ -73,8 +74,13 @@ def contrast_prompts(fact_rows: list[dict], facts: dict[str, dict], other_names:
     for fact_id in sorted(by_fact):
         info = facts[fact_id]
         names = [info["subject"], *info.get("aliases", [])]
-        namesakes = [n for n in training_namesakes(info["subject"]) if n.lower() not in injected]
-        others = [n for n in other_names if n.lower() not in injected]
+        # A name that contains an injected one ("Lumen Transit Pro") would teach the
+        # model to refuse questions that do name the subject: left out, as the probe does.
+        def unrelated(candidate: str) -> bool:
+            return not any(contains_key(candidate, n) or contains_key(n, candidate) for n in injected)
+
+        namesakes = [n for n in training_namesakes(info["subject"]) if unrelated(n)]
+        others = [n for n in other_names if unrelated(n)]
         for i in range(per_fact):
             # Alternate: near-namesakes teach "spelling matters", other subjects "the subject matters".
             pool = namesakes if (i % 2 == 0 and namesakes) or not others else others
