@@ -3,6 +3,7 @@
     python bench/quality.py                      # tinyllm, protosai, lumen (22 facts)
     python bench/quality.py --sheets facts/kestrel.md
     python bench/quality.py --methods default --set train.contrast_per_fact=0   # an ablation
+    python bench/quality.py --sheets facts/tinyllm.md --seeds 0 1 2             # mean and range over seeds
 
 For each sheet, on the embedded testbed model, in this one process:
   default  - factinject's method: paraphrase families, replay, epochs chosen on dev,
@@ -49,18 +50,20 @@ def seed001_rows(expansion: Expansion) -> Expansion:
     return Expansion(rows=rows, stats=expansion.stats)
 
 
-def one_run(root: Path, sheet: str, method: str, overrides: dict | None = None) -> dict:
+def one_run(root: Path, sheet: str, method: str, overrides: dict | None = None, seed: int = 0) -> dict:
     parsed = [read_sheet(REPO / sheet)]
-    cfg = ExpandConfig(seed=0)
+    cfg = ExpandConfig(seed=seed)
     expansion = expand_sheets(parsed, cfg)
     recipe = load_recipe(REPO_RECIPES / "testbed-cpu.yaml")
     if overrides:  # ablations: --set train.contrast_per_fact=0
         recipe = recipe.with_overrides(**overrides)
+    if seed:  # another seed draws other questions, splits, replay, contrast and LoRA init
+        recipe = recipe.with_overrides(**{"train.seed": seed})
     if method == "seed001":
         expansion = seed001_rows(expansion)
         recipe = recipe.with_overrides(**{"train.epochs": 25, "train.replay_ratio": 0.0, "train.contrast_per_fact": 0,
                                            "stop.control_prompts": 0})
-    run = Run(root / f"{Path(sheet).stem}-{method}")
+    run = Run(root / f"{Path(sheet).stem}-{method}-seed{seed}")
     timings = {}
     t0 = time.perf_counter()
     write_expansion(run, expansion, parsed, cfg, force=True)
@@ -102,11 +105,26 @@ def fmt(m: dict | None) -> str:
     return "–" if not m or m.get("share") is None else f"{100 * m['share']:5.1f}% ({m['count']}/{m['n']})"
 
 
+def print_spread(results: list[dict], metrics: list[str]) -> None:
+    """Mean and range of each after-share over the seeds, per sheet and method."""
+    print(f"\n{'sheet':<20}{'method':<9}{'metric':<20}{'mean':>8}{'min':>8}{'max':>8}")
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["sheet"], r["method"]), []).append(r)
+    for (sheet, method), runs in groups.items():
+        for m in metrics:
+            shares = [100 * r["after"][m]["share"] for r in runs if r["after"].get(m) and r["after"][m]["share"] is not None]
+            if shares:
+                print(f"{Path(sheet).stem:<20}{method:<9}{m:<20}{sum(shares) / len(shares):8.1f}{min(shares):8.1f}{max(shares):8.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sheets", nargs="+", default=DEFAULT_SHEETS)
     parser.add_argument("--methods", nargs="+", default=["default", "seed001"])
     parser.add_argument("--out", type=Path, help="Write the results as JSON here.")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0],
+                        help="Repeat every run with these seeds and print the mean and range (single runs differ by a few prompts)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="Recipe overrides for an ablation, e.g. train.contrast_per_fact=0 train.lr_scheduler=constant")
     args = parser.parse_args()
@@ -115,9 +133,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for sheet in args.sheets:
             for method in args.methods:
-                results.append(one_run(Path(tmp), sheet, method, overrides))
+                for seed in args.seeds:
+                    results.append({**one_run(Path(tmp), sheet, method, overrides, seed), "seed": seed})
     metrics = ["recall_trained", "recall_heldout", "retention", "locality_unchanged", "bleed", "parity"]
-    print(f"\n{'sheet':<20}{'method':<9}{'metric':<20}{'before':>20}{'after':>20}")
+    print(f"\n{'sheet':<20}{'method':<9}{'metric':<20}{'before':>20}{'after':>20}   (seed {', '.join(map(str, args.seeds))})")
     failures = []
     for r in results:
         for m in metrics:
@@ -127,6 +146,8 @@ def main() -> None:
             missed = check_bar(r)
             failures += [f"{r['sheet']}: {x}" for x in missed]
             print(f"{'':<29}bar: {'MET' if not missed else 'MISSED: ' + '; '.join(missed)}")
+    if len(args.seeds) > 1:
+        print_spread(results, metrics)
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
     raise SystemExit(1 if failures else 0)
