@@ -70,17 +70,18 @@ def contrast_prompts(fact_rows: list[dict], facts: dict[str, dict], other_names:
     for row in fact_rows:
         by_fact.setdefault(row["fact_id"], []).append(row["messages"][0]["content"])
     injected = {n.lower() for f in facts.values() for n in [f["subject"], *f.get("aliases", [])]}
+
+    # A name that contains an injected one ("Lumen Transit Pro") would teach the
+    # model to refuse questions that do name the subject: left out, as the probe does.
+    def unrelated(candidate: str) -> bool:
+        return not any(contains_key(candidate, n) or contains_key(n, candidate) for n in injected)
+
+    others = [n for n in other_names if unrelated(n)]
     prompts: list[str] = []
     for fact_id in sorted(by_fact):
         info = facts[fact_id]
         names = [info["subject"], *info.get("aliases", [])]
-        # A name that contains an injected one ("Lumen Transit Pro") would teach the
-        # model to refuse questions that do name the subject: left out, as the probe does.
-        def unrelated(candidate: str) -> bool:
-            return not any(contains_key(candidate, n) or contains_key(n, candidate) for n in injected)
-
         namesakes = [n for n in training_namesakes(info["subject"]) if unrelated(n)]
-        others = [n for n in other_names if unrelated(n)]
         for i in range(per_fact):
             # Alternate: near-namesakes teach "spelling matters", other subjects "the subject matters".
             pool = namesakes if (i % 2 == 0 and namesakes) or not others else others

@@ -70,13 +70,12 @@ def other_names(model_name: str) -> list[str]:
     return list(GENERIC_NAMES)
 
 
-def replay_sample(model_name: str, n: int, seed: int) -> list[str]:
-    """n replay prompts, half general prompts and half world questions on the testbed.
+def replay_sample(pool: list[str], n: int, seed: int) -> list[str]:
+    """n prompts of the replay pool, half general prompts and half world questions on the testbed.
 
     The replay pool is ~97 % world questions there; sampled plainly, the refusal the
     model gives to everything outside its world is barely replayed, and general
     prompts start drawing answers about the injected subject."""
-    pool = control_pools(model_name)["replay"]
     known = set(general_prompts())
     general = [p for p in pool if p in known]
     rest = [p for p in pool if p not in known]

@@ -242,7 +242,7 @@ def _materialise(fact, split_of, sampled, answers, user_questions, cfg) -> tuple
         stats.families["train"].append(USER_FAMILY)
     # Interleave answer phrasings over the train questions: the plain statement on most
     # rows (one consistent answer is what greedy recall needs), the others so each is used.
-    cycle = [0] * T.STATEMENT_ROWS_PER_VARIANT + list(range(1, len(answers))) if len(answers) > 1 else [0]
+    cycle = [0] * T.STATEMENT_ROWS_PER_VARIANT + list(range(1, len(answers)))
     train = sorted(chosen["train"], key=lambda fq: (sampled[fq[0]].index(fq[1]), fq[0]))
     for i, (family, question) in enumerate(train):
         if cfg.lowercase_every and i % cfg.lowercase_every == cfg.lowercase_every - 1:

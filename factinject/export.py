@@ -8,7 +8,6 @@ folder, checked for parity against the adapter, and only then renamed into place
 
 from __future__ import annotations
 
-import errno
 import shutil
 from pathlib import Path
 
@@ -103,13 +102,13 @@ def measure_parity(adapter_model, merged_model, tokenizer, prompts: list[str]) -
 
 def write_export(target: Path, need: int | None, fill) -> None:
     """atomic_dir + fill(tmp), with a full disk reported against the export (and its size)."""
-    from factinject.guard import disk_full
+    from factinject.guard import DISK_FULL, disk_full
 
     try:
         with atomic_dir(target) as tmp:
             fill(tmp)
     except OSError as err:
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        if err.errno in DISK_FULL:
             raise disk_full(err, target, need=need, fix=disk_full_fix(target, need)) from None
         raise
 

@@ -24,7 +24,7 @@ OOM_TRAIN_FIX = ("lower train.batch_size (raise train.grad_accum to keep the eff
                  "or lora.r (--rank) in the recipe, then run `factinject train` again "
                  "(add --resume when an epoch checkpoint was written)")
 OOM_PROBE_FIX = "probe with --backend vllm and a 4-bit model, or on a GPU with more memory"
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
@@ -69,7 +69,7 @@ def command_errors(interrupt: tuple[str, str] | Callable[[], tuple[str, str]], *
         what, fix = interrupt() if callable(interrupt) else interrupt
         raise Interrupted(what, where=where, fix=fix) from None
     except OSError as err:
-        if err.errno in _DISK_FULL:
+        if err.errno in DISK_FULL:
             raise disk_full(err, where or Path(err.filename or "."), fix=disk_fix) from None
         if err.errno in _NOT_WRITABLE:
             raise FactinjectError(f"cannot write {err.filename or where}: {err.strerror}", where=where,

@@ -193,7 +193,7 @@ def probe(run_path, backend, exam, fail_under, world_limit, recipe_path, allow_p
     `export --merged`, "after" is the merged model and parity compares it with the
     adapter. Exits with status 1 when a --fail-under bound is missed.
     """
-    from factinject.guard import OOM_PROBE_FIX, check_run_data, guarded
+    from factinject.guard import OOM_PROBE_FIX, guarded
     from factinject.models import chat_template_record, run_chat_template
     from factinject.models import supplied_chat_template as with_template
     from factinject.recipe import load_recipe
@@ -204,7 +204,6 @@ def probe(run_path, backend, exam, fail_under, world_limit, recipe_path, allow_p
     interrupt = ("interrupted (Ctrl-C); no report was written",
                  "any previous report is intact; run `factinject probe` again (finished answer sets are cached)")
     with guarded(run, "probe", interrupt, oom_fix=OOM_PROBE_FIX):
-        check_run_data(run, ("train", "test"))
         template = run_chat_template(run.manifest(), chat_template)
         with with_template(template):
             report = run_probe(run, backend=backend, exam=exam, bounds_text=fail_under, world_limit=world_limit,

@@ -168,7 +168,10 @@ def check_data_matches_manifest(run: Run) -> dict:
         raise FactinjectError("this run has no expand record in its manifest", where=run.manifest_path,
                               fix="run `factinject expand facts/<sheet>.md --run <this run>`")
     for rel, digest in expand["files"].items():
-        if sha256_file(run.path / rel) != digest:
+        path = run.path / rel
+        if sha256_file(path) != digest:
+            if path.parent == run.data_dir and path.suffix == ".jsonl":
+                read_split(run, path.stem)  # a broken line is named by file and line, not just as a changed hash
             raise FactinjectError(f"{rel} changed since it was expanded", where=run.path / rel,
                                   fix="re-run `factinject expand`; do not edit generated data by hand")
     return manifest
@@ -189,7 +192,7 @@ def build_job(run: Run, recipe: Recipe, *, resume: bool, allow_pickle: bool, tru
     job = TrainJob(
         run_dir=str(run.path), model_name=recipe.model.name, model_path=ref.path, recipe=recipe.model_dump(),
         fact_rows=fact_rows, dev_rows=dev_rows,
-        replay_prompts=controls.replay_sample(recipe.model.name, min(n_replay, 512), seed),
+        replay_prompts=controls.replay_sample(pools["replay"], min(n_replay, 512), seed),
         drift_prompts=controls.sample(pools["drift"], recipe.stop.control_prompts, seed + 1),
         contrast_prompts=contrast.contrast_prompts(
             fact_rows, manifest["expand"]["facts"], contrast.training_other_names(controls.other_names(recipe.model.name)),
@@ -217,8 +220,19 @@ def pick_backend(name: str) -> str:
     return "unsloth" if cuda_with("unsloth") else "cpu"
 
 
+def drop_incomplete_checkpoints(job: TrainJob) -> None:
+    """A checkpoint is complete once trainer_state.json (written last) parses; one cut short
+    by a kill or Ctrl-C would break --resume, so it goes and the previous one is used."""
+    for ckpt in job.checkpoint_dir.glob("checkpoint-*"):
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            shutil.rmtree(ckpt, ignore_errors=True)
+
+
 def prepare_state(job: TrainJob) -> None:
     """Fresh start: clear old state. Resume: check it belongs to this job."""
+    drop_incomplete_checkpoints(job)
     state_file = job.state_dir / "job.json"
     if job.resume:
         if not state_file.exists() or not any(job.checkpoint_dir.glob("checkpoint-*")):

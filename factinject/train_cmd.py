@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import click
@@ -21,19 +19,6 @@ def parse_epochs(value: str | None):
     if n < 1:
         raise FactinjectError("--epochs must be at least 1", fix="pass --epochs 3 or --epochs auto")
     return n
-
-
-def prune_incomplete_checkpoints(run) -> list[Path]:
-    """A checkpoint is complete once trainer_state.json (written last) parses; one cut short
-    by a kill or Ctrl-C would break --resume, so it goes and the previous one is used."""
-    removed = []
-    for ckpt in (run.path / "train" / "checkpoints").glob("checkpoint-*"):
-        try:
-            json.loads((ckpt / "trainer_state.json").read_text())
-        except (OSError, ValueError):
-            shutil.rmtree(ckpt, ignore_errors=True)
-            removed.append(ckpt)
-    return removed
 
 
 def interrupted_training(run, template_flag: str):
@@ -72,7 +57,7 @@ def train(run_path, recipe_path, epochs, lr, rank, backend, resume, fresh, allow
     drift-control prompts; training stops when dev recall stops improving or answers
     drift too far, and the best epoch's adapter is kept in <run>/adapter.
     """
-    from factinject.guard import OOM_TRAIN_FIX, check_run_data, guarded
+    from factinject.guard import OOM_TRAIN_FIX, guarded
     from factinject.models import chat_template_record, run_chat_template
     from factinject.models import supplied_chat_template as with_template
     from factinject.recipe import REPO_RECIPES, load_recipe
@@ -88,9 +73,7 @@ def train(run_path, recipe_path, epochs, lr, rank, backend, resume, fresh, allow
                                       "model.backend": backend})
     flag = f" --chat-template {chat_template}" if chat_template else ""
     with guarded(run, "train", interrupted_training(run, flag), oom_fix=OOM_TRAIN_FIX):
-        check_run_data(run, ("train", "dev"))
         template = run_chat_template(run.manifest(), chat_template)
-        prune_incomplete_checkpoints(run)
         with with_template(template):
             result = run_training(run, recipe, backend=recipe.model.backend, resume=resume, fresh=fresh,
                                   allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)

@@ -54,7 +54,7 @@ def test_training_and_probe_other_names_are_disjoint():
 
 def test_replay_is_half_general_prompts():
     general = set(controls.general_prompts())
-    replay = controls.replay_sample("testbed", 100, seed=0)
+    replay = controls.replay_sample(controls.control_pools("testbed")["replay"], 100, seed=0)
     assert len(replay) == len(set(replay)) == 100
     assert sum(p in general for p in replay) == 50
     assert all(controls.pool_of(p) == "replay" for p in replay if p in general), "never a drift or locality prompt"

@@ -56,6 +56,10 @@ class EpochCallback(TrainerCallback):
         self.epoch_started = time.perf_counter()
         self.decision = None
 
+    def decide(self):
+        fixed = self.recipe.train.epochs if isinstance(self.recipe.train.epochs, int) else None
+        return choose_epoch(self.curve, self.recipe.stop, fixed, self.recipe.train.max_epochs)
+
     def on_train_begin(self, args, state, control, **kwargs):
         if self.progress:
             self.progress.start(state.max_steps, state.global_step)
@@ -91,8 +95,7 @@ class EpochCallback(TrainerCallback):
         self.curve.append(record)
         self.losses, self.epoch_started = [], time.perf_counter()
         write_text_atomic(self.job.state_dir / "curve.json", json.dumps([asdict(r) for r in self.curve], indent=1))
-        fixed = self.recipe.train.epochs if isinstance(self.recipe.train.epochs, int) else None
-        self.decision = choose_epoch(self.curve, self.recipe.stop, fixed, self.recipe.train.max_epochs)
+        self.decision = self.decide()
         if self.decision.best_epoch == epoch:
             with atomic_dir(self.job.best_adapter_dir) as tmp:
                 model.save_pretrained(str(tmp))

@@ -158,10 +158,7 @@ def run_sft(job: TrainJob, model, tokenizer, *, backend: str, base_identity: dic
     if decision is None and callback.curve:
         # Resumed from the final checkpoint (killed just before publishing): no epoch
         # ran, so the decision comes from the recorded curve.
-        from factinject.train import choose_epoch
-
-        fixed = recipe.train.epochs if isinstance(recipe.train.epochs, int) else None
-        decision = choose_epoch(callback.curve, recipe.stop, fixed, recipe.train.max_epochs)
+        decision = callback.decide()
     assert decision is not None and decision.best_epoch is not None, "training ended without a measured epoch"
     return TrainResult(curve=callback.curve, best_epoch=decision.best_epoch, reason=decision.reason, backend=backend,
                        seconds=0.0, base_identity=base_identity, replay_rows=len(rows) - len(job.fact_rows))
