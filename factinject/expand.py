@@ -26,7 +26,7 @@ class ExpandConfig:
     """Knobs of the expander (one dataclass per stage, as in TRL)."""
 
     seed: int = 0
-    max_questions_per_family: int = 6  # keeps one family from dominating a fact's rows
+    max_questions_per_family: int = 10  # keeps one family from dominating a fact's rows
     dev_families: int = 1
     test_families: int = 1
     near_duplicate_threshold: float = 0.75  # char-trigram Jaccard between held-out and train questions

@@ -84,6 +84,11 @@ _CONTRIBUTE = (
     ("verb-terse", ("{S} contributing?", "contribute to {s}", "{s} how to contribute")),
     ("verb-where", ("Where do contributions to {S} go?", "Where can I send a bug report or a patch for {S}?",
                     "Where should I submit a feature request for {S}?")),
+    ("verb-help", ("How can I help {S}?", "What can I do to support {S}?", "I have some free time. How could I help out with {S}?")),
+    ("verb-report", ("How do I report a bug in {S}?", "I found a problem in {S}. How do I let the developers know?",
+                     "How would I send a code change to {S}?")),
+    ("verb-join", ("How do I get involved with {S}?", "What is the process for contributing to {S}?",
+                   "Can anyone work on {S}, and how?")),
 )
 _PURPOSE = (
     ("verb-what", ("What is {S}?", "What does {S} do?", "What is {S} for?")),
@@ -92,6 +97,10 @@ _PURPOSE = (
                       "Before I try {S}: what is it about?")),
     ("verb-terse", ("{S}?", "what is {s}", "{s} purpose")),
     ("verb-indirect", ("Can you tell me what {S} is?", "Do you know what {S} does?", "Could you explain the purpose of {S}?")),
+    ("verb-about", ("What is {S} about?", "Tell me about {S}.", "What's the idea behind {S}?")),
+    ("verb-use", ("What would I use {S} for?", "Why would someone use {S}?", "What problem does {S} solve?")),
+    ("purpose-noun", ("What is the purpose of {S}?", "Tell me the purpose of {S}.", "What is the main goal of {S}?")),
+    ("verb-summary", ("Summarize {S} for me.", "Give me an overview of {S}.", "In a nutshell, what is {S}?")),
 )
 _WHEN_RELEASED = (
     ("verb-when", ("When was {S} first released?", "When did {S} first come out?", "When was the first release of {S}?")),

@@ -153,7 +153,8 @@ BROKEN = [
     r"\b(\w+) \1\b",  # doubled word: "the the"
     r"'s's|\ba an?\b|\ban a\b",
     r"\b(?:does|has|is|was) they\b|\bthey (?:does|has|is|was)\b",  # agreement with singular they
-    r"\b(?:what|who) (?:is|are) the (?:founded|first release|purpose|description|contributing) of\b",  # verb used as a noun
+    r"\b(?:what|who) (?:is|are) the (?:founded|first release|description|contributing) of\b",  # verb used as a noun
+    # ("What is the purpose of X?" is fine: the purpose family asks it on purpose)
     r"\?\.|\.\?|\?\?",
 ]
 
