@@ -51,8 +51,11 @@ def seed001_rows(expansion: Expansion) -> Expansion:
 
 
 def one_run(root: Path, sheet: str, method: str, overrides: dict | None = None, seed: int = 0) -> dict:
+    overrides = dict(overrides or {})
+    # "expand.max_questions_per_family=6" goes to the expander, the rest to the recipe.
+    expand_knobs = {k.split(".", 1)[1]: overrides.pop(k) for k in list(overrides) if k.startswith("expand.")}
     parsed = [read_sheet(REPO / sheet)]
-    cfg = ExpandConfig(seed=seed)
+    cfg = ExpandConfig(seed=seed, **expand_knobs)
     expansion = expand_sheets(parsed, cfg)
     recipe = load_recipe(REPO_RECIPES / "testbed-cpu.yaml")
     if overrides:  # ablations: --set train.contrast_per_fact=0
@@ -126,7 +129,8 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0],
                         help="Repeat every run with these seeds and print the mean and range (single runs differ by a few prompts)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="Recipe overrides for an ablation, e.g. train.contrast_per_fact=0 train.lr_scheduler=constant")
+                        help="Recipe overrides for an ablation, e.g. train.contrast_per_fact=0 train.lr_scheduler=constant; "
+                             "expand.* keys set the expander (expand.max_questions_per_family=6)")
     args = parser.parse_args()
     overrides = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     results = []
