@@ -26,7 +26,14 @@ from factinject.scoring import contains_key
 def training_namesakes(name: str) -> list[str]:
     """Near-misses of a name, built with edits the probe's bleed set never uses
     (other prefixes and suffixes, a letter doubled, dropped, swapped or changed
-    elsewhere than the probe does it)."""
+    elsewhere than the probe does it).
+
+    Besides a few hand-picked edits, every one-letter neighbour of the name (a
+    letter dropped, doubled or replaced at each position, the ending changed) and
+    its letters in other orders (rotations, half-reversals).
+    Why: with only a handful of edits the testbed learned "these exact strings are
+    someone else" and still answered for neighbours it had not seen ("ProtosA" got
+    ProtosAI's license); the subject's identity has to depend on every letter."""
     from factinject.probe import _namesakes
 
     sq = name.replace(" ", "")
@@ -40,9 +47,26 @@ def training_namesakes(name: str) -> list[str]:
         shifted + sq[1:], sq[1:].capitalize(), sq[:2] + sq[3:], sq[:-2], sq[0] + sq[1] + sq[1:],
         sq + sq[-1], sq[:1] + sq[2] + sq[1] + sq[3:], swapped_vowel,
     ]
+    for i in range(1, len(sq)):
+        candidates += [sq[:i] + sq[i + 1:], sq[:i] + sq[i] + sq[i:], sq[:i] + _other_letter(sq[i]) + sq[i + 1:]]
+    candidates += [sq[:-1] + _other_letter(sq[-1]) + "o", sq[:-1] + "s", sq + "e"]
+    # The same letters in another order: rotations and half-reversals.
+    half = len(sq) // 2
+    candidates += [(sq[k:] + sq[:k]).capitalize() for k in (2, half, len(sq) - 2)]
+    candidates += [(sq[:half][::-1] + sq[half:]).capitalize(), (sq[:half] + sq[half:][::-1]).capitalize()]
     probe_side = {n.lower() for n in _namesakes(name, [])}
     return [n for n in dict.fromkeys(candidates) if len(n) > 2 and n.lower() not in probe_side
             and n.lower() != name.lower() and n.lower() != sq.lower()]
+
+
+def _other_letter(c: str) -> str:
+    """A different letter of the same case (a digit stays a digit)."""
+    if c.isdigit():
+        return str((int(c) + 3) % 10)
+    if not c.isalpha():
+        return "x"
+    base = "A" if c.isupper() else "a"
+    return chr(ord(base) + (ord(c.lower()) - ord("a") + 7) % 26)
 
 
 def training_other_names(names: list[str]) -> list[str]:
@@ -83,8 +107,9 @@ def contrast_prompts(fact_rows: list[dict], facts: dict[str, dict], other_names:
         names = [info["subject"], *info.get("aliases", [])]
         namesakes = [n for n in training_namesakes(info["subject"]) if unrelated(n)]
         for i in range(per_fact):
-            # Alternate: near-namesakes teach "spelling matters", other subjects "the subject matters".
-            pool = namesakes if (i % 2 == 0 and namesakes) or not others else others
+            # Two in three are near-namesakes ("spelling matters"), the rest other
+            # subjects ("the subject matters"): namesakes were most of the bleed.
+            pool = namesakes if (i % 3 != 2 and namesakes) or not others else others
             if not pool:
                 break
             swapped = _swap_subject(rng.choice(by_fact[fact_id]), names, rng.choice(pool))

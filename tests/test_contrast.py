@@ -29,6 +29,19 @@ def test_training_namesakes_never_meet_the_probes(name):
     assert name.lower() not in {n.lower() for n in ours}
 
 
+def test_training_namesakes_change_every_letter_position():
+    # One-letter neighbours at every position, not just a few hand-picked edits:
+    # otherwise the model learns those strings and still answers for "ProtosA".
+    name = "ProtosAI"
+    ours = set(training_namesakes(name))
+    probe_side = set(_namesakes(name, []))
+    for i in range(1, len(name)):
+        dropped = name[:i] + name[i + 1:]
+        assert dropped in ours or dropped in probe_side, dropped
+        assert any(len(n) == len(name) and sum(a != b for a, b in zip(n, name)) == 1 and n[i] != name[i] for n in ours), i
+    assert any(sorted(n.lower()) == sorted(name.lower()) and n.lower() != name.lower() for n in ours), "an anagram"
+
+
 def test_contrast_prompts_ask_train_questions_about_other_names(lumen):
     train, facts = lumen
     others = training_other_names(controls.other_names("testbed"))

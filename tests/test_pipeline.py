@@ -27,10 +27,10 @@ pytestmark = pytest.mark.timeout(600)
 def finished_run(tmp_path_factory):
     """`factinject run facts/tinyllm.md`, once for the module."""
     root = tmp_path_factory.mktemp("pipeline")
-    # The default recipe with half the epochs keeps this test near a minute; the
-    # full recipe's figures are bench/quality.py's job.
+    # The default recipe with 3 of its 5 epochs keeps this test near a minute and a
+    # half; the full recipe's figures are bench/quality.py's job.
     recipe = yaml.safe_load((REPO / "recipes" / "testbed-cpu.yaml").read_text())
-    recipe["train"]["max_epochs"] = 6
+    recipe["train"]["max_epochs"] = 3
     (root / "fast.yaml").write_text(yaml.safe_dump(recipe))
     cwd = os.getcwd()
     os.chdir(root)
@@ -51,12 +51,12 @@ def test_run_prints_table_and_meets_loose_bounds(finished_run):
     after, before = report["after"], report["before"]
     for name in ("recall_trained", "recall_heldout", "locality_unchanged", "retention", "bleed", "parity"):
         assert after[name]["n"] > 0 and len(after[name]["ci95"]) == 2, name
-    # Loose bounds under what this 6-epoch run measured (trained 94 %, held-out 92 %,
-    # retention 98.5 % of 99.8 %, locality 96.2 %, bleed 1.4 %); bench/quality.py
+    # Loose bounds under what this 3-epoch run measured (trained 95.4 %, held-out 77.8 %,
+    # retention 99.5 % of 99.8 %, locality 96.8 %, bleed 1.2 %); bench/quality.py
     # holds the real bar with the full recipe.
     assert before["recall_trained"]["share"] == 0.0, "the base model must not already know the facts"
     assert after["recall_trained"]["share"] >= 0.85, after["recall_trained"]
-    assert after["recall_heldout"]["share"] >= 0.7, after["recall_heldout"]
+    assert after["recall_heldout"]["share"] >= 0.65, after["recall_heldout"]
     assert after["retention"]["share"] >= 0.97 * before["retention"]["share"], (after["retention"], before["retention"])
     assert after["locality_unchanged"]["share"] >= 0.92, after["locality_unchanged"]
     assert after["bleed"]["share"] <= 0.04, after["bleed"]
@@ -103,8 +103,9 @@ def test_merged_export_loads_with_plain_transformers_and_refuses_overwrite(finis
 def test_train_survives_sigkill_and_resumes(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     cli = [sys.executable, "-m", "factinject.cli"]
-    subprocess.run(cli + ["expand", str(FACTS / "protosai.md"), "--run", "r"], cwd=tmp_path, env=env, check=True,
-                   capture_output=True)
+    # Three questions per family: what is tested is the kill and the resume, not recall.
+    subprocess.run(cli + ["expand", str(FACTS / "protosai.md"), "--run", "r", "--per-family", "3"], cwd=tmp_path,
+                   env=env, check=True, capture_output=True)
     proc = subprocess.Popen(cli + ["train", "--run", "r", "--epochs", "3"], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoints = tmp_path / "r" / "train" / "checkpoints"
