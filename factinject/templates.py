@@ -114,7 +114,7 @@ _LANGUAGE = (
     ("verb-written", ("What language is {S} written in?", "In which programming language is {S} written?",
                       "What is {S} programmed in?")),
     ("verb-code", ("What language would I read if I opened the source of {S}?", "What do I need to know to read {S}'s code?",
-                   "Which language is the {S} codebase in?")),
+                   "Which language is the code of {S} in?")),
 )
 _LOCATED = (
     ("verb-where", ("Where is {S} based?", "Where is {S} located?", "In which city is {S} based?")),
