@@ -19,8 +19,8 @@ from __future__ import annotations
 import random
 import re
 
-from factinject.controls import pool_of
-from factinject.scoring import contains_key
+from factinject.controls import split_other_names
+from factinject.scoring import names_overlap
 
 
 def training_namesakes(name: str) -> list[str]:
@@ -71,7 +71,7 @@ def _other_letter(c: str) -> str:
 
 def training_other_names(names: list[str]) -> list[str]:
     """The share of `names` reserved for training (the probe uses the rest)."""
-    return [n for n in names if pool_of(n) == "replay"]
+    return split_other_names(names)[0]
 
 
 def _swap_subject(question: str, names: list[str], new: str) -> str | None:
@@ -98,7 +98,7 @@ def contrast_prompts(fact_rows: list[dict], facts: dict[str, dict], other_names:
     # A name that contains an injected one ("Lumen Transit Pro") would teach the
     # model to refuse questions that do name the subject: left out, as the probe does.
     def unrelated(candidate: str) -> bool:
-        return not any(contains_key(candidate, n) or contains_key(n, candidate) for n in injected)
+        return not any(names_overlap(candidate, n) for n in injected)
 
     others = [n for n in other_names if unrelated(n)]
     prompts: list[str] = []

@@ -70,6 +70,12 @@ def other_names(model_name: str) -> list[str]:
     return list(GENERIC_NAMES)
 
 
+def split_other_names(names: list[str]) -> tuple[list[str], list[str]]:
+    """(names contrast training may ask about, names the probe may ask about): split by
+    the same stable hash as the prompt pools, so the two never meet."""
+    return [n for n in names if pool_of(n) == "replay"], [n for n in names if pool_of(n) != "replay"]
+
+
 def replay_sample(pool: list[str], n: int, seed: int) -> list[str]:
     """n prompts of the replay pool, half general prompts and half world questions on the testbed.
 

@@ -119,7 +119,7 @@ def expand(sheets: tuple[Path, ...], run_path: Path | None, seed: int, per_famil
     """
     started = time.perf_counter()
     if per_family < 1:
-        raise FactinjectError("--per-family must be at least 1", fix="pass --per-family 6 (the default)")
+        raise FactinjectError("--per-family must be at least 1", fix=f"pass --per-family {ExpandConfig.max_questions_per_family} (the default)")
     cfg = ExpandConfig(seed=seed, max_questions_per_family=per_family)
     run = Run(run_path or default_run_for(list(sheets)))
     with command_errors(("interrupted (Ctrl-C); the run's data was not changed", "run `factinject expand` again"),

@@ -25,7 +25,7 @@ def export(run_path, merged, out, force, allow_pickle, trust_remote_code) -> Non
     """
     from factinject.export import export_adapter, export_merged
     from factinject.guard import check_run_data, guarded
-    from factinject.models import run_chat_template, supplied_chat_template
+    from factinject.models import run_template
     from factinject.rundir import resolve_run
 
     run = resolve_run(str(run_path) if run_path else None)
@@ -37,7 +37,7 @@ def export(run_path, merged, out, force, allow_pickle, trust_remote_code) -> Non
             click.echo(f"adapter exported to {record['adapter']['path']}")
             return
         check_run_data(run, ("train", "test"))  # the parity check asks the run's own questions
-        with supplied_chat_template(run_chat_template(run.manifest(), None)):
+        with run_template(run, None):
             record = export_merged(run, force=force, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
                                    out=out)["merged"]
     p = record["parity"]

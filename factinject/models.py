@@ -128,6 +128,17 @@ def supplied_chat_template(template: str | None) -> Iterator[None]:
         _supplied.pop()
 
 
+@contextlib.contextmanager
+def run_template(run, option: str | None) -> Iterator[None]:
+    """A stage of `run` with its chat template supplied (run_chat_template); a template
+    given with --chat-template is recorded in the manifest once the stage has used it."""
+    template = run_chat_template(run.manifest(), option)
+    with supplied_chat_template(template):
+        yield
+    if option:
+        run.update_manifest("chat_template", chat_template_record(option, template))
+
+
 def supplied_template() -> str | None:
     return _supplied[-1] if _supplied else None
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from factinject.errors import FactinjectError
-from factinject.scoring import contains_key, same_answer, share
+from factinject.scoring import contains_key, names_overlap, same_answer, share
 
 METRICS = ("recall_trained", "recall_heldout", "locality_unchanged", "retention", "bleed", "parity")
 MIN_BLEED_KEY = 3  # keys shorter than this ("no", "Go") occur in ordinary answers; bleed checks skip them
@@ -50,7 +50,7 @@ def _namesakes(name: str, avoid: list[str]) -> list[str]:
     candidates = [name[:-1], name + "X", "Open" + squashed, squashed[:mid] + squashed[mid] + squashed[mid:],
                   squashed[::-1].capitalize(), squashed + "ify"]
     return [n for n in dict.fromkeys(candidates)
-            if len(n) > 2 and not any(contains_key(n, a) or contains_key(a, n) for a in avoid)]
+            if len(n) > 2 and not any(names_overlap(n, a) for a in avoid)]
 
 
 def bleed_prompts(subjects: dict[str, dict], other_names: list[str], per_fact: int, seed: int) -> list[Prompt]:

@@ -28,7 +28,7 @@ def _probe_inputs(run: Run, manifest: dict, model_name: str, world_limit: int, s
     else:
         retention = controls.known_answers()
     # Names that contrast training asked about (the replay hash pool) are never probed.
-    names = [n for n in controls.other_names(model_name) if controls.pool_of(n) != "replay"]
+    names = controls.split_other_names(controls.other_names(model_name))[1]
     other_names = random.Random(seed).sample(names, min(40, len(names)))
     exam = load_exam(exam_path) if exam_path else []
     return build_probe_set(read_split(run, "train"), read_split(run, "test"), manifest["expand"]["facts"],
@@ -194,8 +194,7 @@ def probe(run_path, backend, exam, fail_under, world_limit, recipe_path, allow_p
     adapter. Exits with status 1 when a --fail-under bound is missed.
     """
     from factinject.guard import OOM_PROBE_FIX, guarded
-    from factinject.models import chat_template_record, run_chat_template
-    from factinject.models import supplied_chat_template as with_template
+    from factinject.models import run_template
     from factinject.recipe import load_recipe
     from factinject.rundir import resolve_run
 
@@ -203,13 +202,9 @@ def probe(run_path, backend, exam, fail_under, world_limit, recipe_path, allow_p
     model_name = load_recipe(recipe_path).model.name if recipe_path else None
     interrupt = ("interrupted (Ctrl-C); no report was written",
                  "any previous report is intact; run `factinject probe` again (finished answer sets are cached)")
-    with guarded(run, "probe", interrupt, oom_fix=OOM_PROBE_FIX):
-        template = run_chat_template(run.manifest(), chat_template)
-        with with_template(template):
-            report = run_probe(run, backend=backend, exam=exam, bounds_text=fail_under, world_limit=world_limit,
-                               allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, model_name=model_name)
-        if chat_template:
-            run.update_manifest("chat_template", chat_template_record(chat_template, template))
+    with guarded(run, "probe", interrupt, oom_fix=OOM_PROBE_FIX), run_template(run, chat_template):
+        report = run_probe(run, backend=backend, exam=exam, bounds_text=fail_under, world_limit=world_limit,
+                           allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, model_name=model_name)
     print_summary(report)
     click.echo(f"report: {run.path / 'reports' / 'report.html'} ({report['seconds']}s)")
     if report["missed"]:

@@ -29,6 +29,12 @@ def contains_key(answer: str, key: str, aliases: tuple[str, ...] | list[str] = (
     return False
 
 
+def names_overlap(a: str, b: str) -> bool:
+    """One name contains the other as whole words ("Lumen Transit Pro" / "Lumen Transit"):
+    such a name is not "another subject", and an answer naming it would count as bleed."""
+    return contains_key(a, b) or contains_key(b, a)
+
+
 def same_answer(a: str, b: str) -> bool:
     """Two greedy answers count as the same when they differ at most in whitespace
     (locality, drift and parity all use this one rule)."""

@@ -58,8 +58,7 @@ def train(run_path, recipe_path, epochs, lr, rank, backend, resume, fresh, allow
     drift too far, and the best epoch's adapter is kept in <run>/adapter.
     """
     from factinject.guard import OOM_TRAIN_FIX, guarded
-    from factinject.models import chat_template_record, run_chat_template
-    from factinject.models import supplied_chat_template as with_template
+    from factinject.models import run_template
     from factinject.recipe import REPO_RECIPES, load_recipe
     from factinject.rundir import resolve_run
     from factinject.train import run_training
@@ -72,13 +71,9 @@ def train(run_path, recipe_path, epochs, lr, rank, backend, resume, fresh, allow
     recipe = recipe.with_overrides(**{"train.epochs": parse_epochs(epochs), "train.learning_rate": lr, "lora.r": rank,
                                       "model.backend": backend})
     flag = f" --chat-template {chat_template}" if chat_template else ""
-    with guarded(run, "train", interrupted_training(run, flag), oom_fix=OOM_TRAIN_FIX):
-        template = run_chat_template(run.manifest(), chat_template)
-        with with_template(template):
-            result = run_training(run, recipe, backend=recipe.model.backend, resume=resume, fresh=fresh,
-                                  allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-        if chat_template:
-            run.update_manifest("chat_template", chat_template_record(chat_template, template))
+    with guarded(run, "train", interrupted_training(run, flag), oom_fix=OOM_TRAIN_FIX), run_template(run, chat_template):
+        result = run_training(run, recipe, backend=recipe.model.backend, resume=resume, fresh=fresh,
+                              allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     best = next(r for r in result.curve if r.epoch == result.best_epoch)
     click.echo(f"kept epoch {result.best_epoch} of {len(result.curve)} ({result.reason}); dev recall "
                f"{best.dev_correct}/{best.dev_n}, drift {best.drift_changed}/{best.drift_n}; "
