@@ -12,10 +12,13 @@ import random
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 
+from factinject import lexicon as L
 from factinject import templates as T
 from factinject.errors import FactinjectError
 from factinject.factsheet import Fact, FactSheet, Subject, UserQuestion
+from factinject.statement import statement_questions
 
 SPLITS = ("train", "dev", "test")
 USER_FAMILY = "user"
@@ -126,57 +129,97 @@ def _fill(template: str, slots: dict[str, str]) -> str:
 
 
 def fact_families(fact: Fact, subject: Subject) -> tuple[dict[str, list[str]], list[str]]:
-    """All questions of a fact, grouped by family, and its answer phrasings."""
+    """All questions of a fact, grouped by family, and its answer phrasings.
+
+    A question belongs to one family only (the first that makes it), so no question can
+    be both trained and held out."""
     pronoun_it, pronoun_its = ("they", "their") if subject.kind == "person" else ("it", "its")
     families: dict[str, list[str]] = {}
+    taken: set[str] = set()
 
     def add(family: str, rendered: str) -> None:
         # Sentences start with a capital ("the TinyLLM project is ..."), except the
         # terse families, which imitate what people type into a search box.
         if not family.endswith("terse"):
             rendered = _cap(rendered)
-        bucket = families.setdefault(family, [])
-        if rendered not in bucket:
-            bucket.append(rendered)
+        if normalise_question(rendered) in taken:
+            return
+        taken.add(normalise_question(rendered))
+        families.setdefault(family, []).append(rendered)
 
     if fact.polarity == "negative":
         aux, rest, neg, _ = _polar_core(fact, subject)
         context = T.NEGATIVE_CONTEXT["software" if subject.kind in ("thing", "project") else "other"]
         for family, tpls in {**T.NEGATIVE_FAMILIES, **context}.items():
             for name in _names(subject):
-                q = f"{aux} {name} {rest}"
-                q_it = f"{aux} {name if subject.kind == 'person' else pronoun_it} {rest}"
-                slots = {"Q": q, "Q_cap": _cap(q), "q": q.lower(), "S": name, "s": name.lower(),
-                         "Q_it": q_it, "Q_it_cap": _cap(q_it), "q_it": q_it.lower()}
                 for tpl in tpls:
-                    add(family, _fill(tpl, slots))
+                    add(family, _fill(tpl, _polar_slots(aux, rest, name, subject, pronoun_it)))
+        for swapped in L.polar_swaps(rest):  # "need" is also asked "require"
+            for name in _names(subject):
+                for tpl in T.POLAR_SYNONYM:
+                    add("polar-synonym", _fill(tpl, _polar_slots(aux, swapped, name, subject, pronoun_it)))
         it = subject.name if subject.kind == "person" else pronoun_it
         answers = [_fill(a, {"statement": fact.statement, "it": it, "neg_aux": neg}) for a in T.NEGATIVE_ANSWERS]
         return families, answers
 
     spec = T.RELATIONS.get(fact.relation, T.RelationSpec())
+    kind = L.relation_type(fact.relation, fact.statement)
     noun = spec.noun or fact.relation
     count = _COUNT_RE.match(fact.relation)
-    plural = _is_plural(noun) and not count
-    wh = "who" if spec.who else "what"
+    wh = "who" if spec.who or (kind is not None and kind.who) else "what"
     named_families: list[tuple[str, tuple[str, ...]]] = list(spec.families)
     if count:
         named_families += list(T.COUNT_FAMILIES.items())
-    if spec.noun_frames:
-        named_families += list(T.NOUN_FAMILIES.items())
+    # The relation's own name first, then the lexicon's other names for it.
+    nouns = [noun] + [n for n in (kind.nouns if kind else ()) if n.lower() != noun.lower()]
     for name in _names(subject):
-        slots = {"S": name, "s": name.lower(), "R": noun, "W": wh, "W_cap": _cap(wh), "be": "are" if plural else "is",
-                 "its": pronoun_its, "it": pronoun_it, "N": count.group(1) if count else ""}
+        slots = {"S": name, "s": name.lower(), "W": wh, "W_cap": _cap(wh), "its": pronoun_its, "it": pronoun_it,
+                 "N": count.group(1) if count else ""}
         for family, tpls in named_families:
             for tpl in tpls:
-                add(family, _fill(tpl, slots))
+                add(family, _fill(tpl, {**slots, "R": noun, "be": _be(noun, count)}))
+        if spec.noun_frames:
+            for family, tpls in T.NOUN_FAMILIES.items():
+                # Terse and imperative frames keep the relation's own name: "x licensing
+                # terms" is how nobody types, and the synonyms read well in full questions.
+                for n in nouns if family not in ("terse", "imperative") else nouns[:1]:
+                    for tpl in tpls:
+                        add(family, _fill(tpl, {**slots, "R": n, "be": _be(n, count)}))
+    # The statement's own verb ("is maintained by" -> "Who maintains X?"), then synonyms.
+    for name in _names(subject):
+        statement = _with_subject(fact.statement, subject.name, name)
+        for family, questions in statement_questions(statement, [name], fact.answer_key).items():
+            for q in questions:
+                add(family, q)
+        for tpl in kind.questions if kind else ():
+            add("syn", _fill(tpl, {"S": name}))
     answer_slots = {"statement": fact.statement, "K": fact.answer_key}
     answers = list(dict.fromkeys(_cap(_fill(a, answer_slots)) for a in T.POSITIVE_ANSWERS))
     return families, answers
 
 
+def _be(noun: str, count) -> str:
+    return "are" if _is_plural(noun) and not count else "is"
+
+
+def _polar_slots(aux: str, rest: str, name: str, subject: Subject, pronoun_it: str) -> dict[str, str]:
+    q = f"{aux} {name} {rest}"
+    q_it = f"{aux} {name if subject.kind == 'person' else pronoun_it} {rest}"
+    return {"Q": q, "Q_cap": _cap(q), "q": q.lower(), "S": name, "s": name.lower(),
+            "Q_it": q_it, "Q_it_cap": _cap(q_it), "q_it": q_it.lower()}
+
+
+def _with_subject(statement: str, name: str, alias: str) -> str:
+    """The statement with its leading subject written as `alias` ("Tiny LLM is maintained by ...").
+    An alias with an article ("the TinyLLM project") only replaces a bare leading name."""
+    if alias == name or not statement.startswith(name + " "):
+        return statement
+    return _cap(alias) + statement[len(name):]
+
+
 # ---------------------------------------------------------------- near duplicates
 
+@lru_cache(maxsize=1 << 17)  # the same questions are normalised again and again
 def normalise_question(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
@@ -188,6 +231,30 @@ def _trigrams(text: str) -> frozenset[str]:
 
 def _jaccard(a: frozenset, b: frozenset) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
+
+
+@lru_cache(maxsize=1 << 17)
+def _grams(text: str) -> tuple[frozenset[str], frozenset[str]]:
+    """Trigrams of the question as written and with synonyms folded (lexicon.canonical)."""
+    folded = f" {L.canonical(normalise_question(text))} "
+    return _trigrams(text), frozenset(folded[i : i + 3] for i in range(len(folded) - 2))
+
+
+def is_near_duplicate(question: str, others: list[tuple[frozenset, frozenset]], threshold: float) -> bool:
+    """Close to any of `others` (from `_grams`) as written, or once synonyms are folded:
+    "Who looks after X?" and "Who takes care of X?" are the same question."""
+    raw, folded = _grams(question)
+    for r, f in others:
+        # |A & B| / |A | B| >= t needs min(|A|, |B|) >= t * max(|A|, |B|): a cheap test first.
+        if _close_in_size(raw, r, threshold) and _jaccard(raw, r) >= threshold:
+            return True
+        if _close_in_size(folded, f, threshold) and _jaccard(folded, f) >= threshold:
+            return True
+    return False
+
+
+def _close_in_size(a: frozenset, b: frozenset, threshold: float) -> bool:
+    return min(len(a), len(b)) >= threshold * max(len(a), len(b))
 
 
 # ---------------------------------------------------------------- the expander
@@ -211,9 +278,13 @@ def _assign_splits(names: list[str], cfg: ExpandConfig, rotation: int) -> dict[s
     return split_of
 
 
-def expand_fact(fact: Fact, subject: Subject, user_questions: list[UserQuestion], cfg: ExpandConfig) -> tuple[list[dict], FactStats]:
+def expand_fact(fact: Fact, subject: Subject, user_questions: list[UserQuestion], cfg: ExpandConfig,
+                exclude: frozenset[str] = frozenset()) -> tuple[list[dict], FactStats]:
+    """One fact's rows; `exclude` holds normalised questions to leave out (ambiguous ones)."""
     rng = random.Random(f"{cfg.seed}:{fact.id}")
     families, answers = fact_families(fact, subject)
+    families = {f: kept for f, qs in families.items()
+                if (kept := [q for q in qs if normalise_question(q) not in exclude])}
     names = sorted(families)
     needed = cfg.dev_families + cfg.test_families + 2
     assert len(names) >= needed, f"{fact.id}: {len(names)} families, need {needed}"
@@ -248,16 +319,35 @@ def _materialise(fact, split_of, sampled, answers, user_questions, cfg) -> tuple
         if cfg.lowercase_every and i % cfg.lowercase_every == cfg.lowercase_every - 1:
             question = question.lower().rstrip("?.!")
         rows.append(_row(fact, "train", family, question, answers[cycle[i % len(cycle)]]))
-    train_grams = [_trigrams(r["messages"][0]["content"]) for r in rows]
+    train_grams = [_grams(r["messages"][0]["content"]) for r in rows]
     for split in ("dev", "test"):
         for family, question in chosen[split]:
-            grams = _trigrams(question)
-            if any(_jaccard(grams, g) >= cfg.near_duplicate_threshold for g in train_grams):
+            if is_near_duplicate(question, train_grams, cfg.near_duplicate_threshold):
                 stats.near_duplicates_removed += 1
                 continue
             rows.append(_row(fact, split, family, question, answers[0]))
     stats.rows.update(r["split"] for r in rows)
     return rows, stats
+
+
+# Families made from the statement's wording or the lexicon's synonyms: a question of
+# theirs that another fact also asks ("Where is X located?" for a repository URL and
+# for a home city) is ambiguous and left out of both. A clash between the relation
+# families themselves is still an error (two facts that are one relation).
+SECONDARY_FAMILIES = ("stmt-wh", "stmt-echo", "syn", "polar-synonym")
+
+
+def _ambiguous_questions(facts: list[tuple[Fact, Subject]]) -> frozenset[str]:
+    owners: dict[str, set[str]] = {}
+    secondary: set[str] = set()
+    for fact, subject in facts:
+        for family, questions in fact_families(fact, subject)[0].items():
+            for q in questions:
+                key = normalise_question(q)
+                owners.setdefault(key, set()).add(fact.id)
+                if family in SECONDARY_FAMILIES:
+                    secondary.add(key)
+    return frozenset(q for q, ids in owners.items() if len(ids) > 1 and q in secondary)
 
 
 def _check_conflicts(rows: list[dict], facts: dict[str, Fact]) -> None:
@@ -292,11 +382,12 @@ def expand_sheets(sheets: list[FactSheet], cfg: ExpandConfig = ExpandConfig()) -
             facts[fact.id] = fact
     rows: list[dict] = []
     stats: list[FactStats] = []
+    ambiguous = _ambiguous_questions([(f, s) for sheet in sheets for s in sheet.subjects for f in s.facts])
     for sheet in sheets:
         for subject in sheet.subjects:
             for fact in subject.facts:
                 user_qs = [q for q in subject.questions if q.fact_id == fact.id]
-                fact_rows, fact_stats = expand_fact(fact, subject, user_qs, cfg)
+                fact_rows, fact_stats = expand_fact(fact, subject, user_qs, cfg, ambiguous)
                 rows += fact_rows
                 stats.append(fact_stats)
     _check_conflicts(rows, facts)

@@ -167,6 +167,10 @@ NEGATIVE_FAMILIES: dict[str, tuple[str, ...]] = {
                     "Can you double-check this for me: {Q}?"),
 }
 
+# Polar questions whose verb is a synonym of the statement's ("does X require ..." for
+# "X does not need ..."), filled by the lexicon's swaps.
+POLAR_SYNONYM: tuple[str, ...] = ("{Q_cap}?", "Tell me, {Q}?", "{Q_cap}, do you know?")
+
 # The context families depend on what the subject is: one sets up software, not a
 # person. For people {Q_it} repeats the name ("can Mira Tal drive"), because "does
 # they" is wrong and we do not guess anyone's pronouns.
@@ -207,12 +211,15 @@ NEGATIVE_ANSWERS: tuple[str, ...] = ("No. {statement}", "No, {it} {neg_aux}. {st
 def all_question_templates() -> list[str]:
     """Every question template string, for checks (e.g. the testbed must not reuse them)."""
     out: list[str] = []
+    from factinject.lexicon import all_templates
+
     for fams in (NOUN_FAMILIES, COUNT_FAMILIES, NEGATIVE_FAMILIES, *NEGATIVE_CONTEXT.values()):
         for templates in fams.values():
             out.extend(templates)
     for spec in RELATIONS.values():
         for _, templates in spec.families:
             out.extend(templates)
+    out += list(POLAR_SYNONYM) + all_templates()
     return sorted(set(out))
 
 
