@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 
 BENCH = Path(__file__).resolve().parent
-METRICS = ("recall_trained", "recall_heldout", "retention", "locality_unchanged", "bleed")
+METRICS = ("recall_trained", "recall_heldout", "exam", "retention", "locality_unchanged", "bleed")
 
 
 def parse_config(text: str) -> tuple[str, dict]:
@@ -67,8 +67,8 @@ def print_table(results: list[dict]) -> None:
     for (sheet, config), runs in sorted(groups.items()):
         cells = []
         for m in METRICS:
-            shares = [100 * r["after"][m]["share"] for r in runs]
-            cells.append(f"{sum(shares) / len(shares):6.1f} ({min(shares):5.1f}–{max(shares):5.1f})")
+            shares = [100 * r["after"][m]["share"] for r in runs if (r["after"].get(m) or {}).get("share") is not None]
+            cells.append(f"{sum(shares) / len(shares):6.1f} ({min(shares):5.1f}–{max(shares):5.1f})" if shares else "–")
         print(f"{sheet:<12}{config:<22}{len(runs):>6}" + "".join(f"{c:>28}" for c in cells))
 
 
@@ -95,7 +95,8 @@ def main() -> None:
             out.write(json.dumps(r) + "\n")
             out.flush()
             a = r["after"]
-            print(f"{r['config']} {r['sheet']} seed {r['seed']}: held-out {a['recall_heldout']['share']:.3f}, "
+            exam = f", exam {a['exam']['share']:.3f}" if a.get("exam") else ""
+            print(f"{r['config']} {r['sheet']} seed {r['seed']}: held-out {a['recall_heldout']['share']:.3f}{exam}, "
                   f"bleed {a['bleed']['count']}/{a['bleed']['n']}", flush=True)
     print_table(results)
 

@@ -36,3 +36,27 @@ def test_sweep_table_gives_mean_and_range_per_config_and_sheet(capsys):
     lines = {line.split()[1]: line for line in capsys.readouterr().out.splitlines()[2:]}
     assert " 70.0 ( 50.0– 90.0)" in lines["a"] and lines["a"].split()[2] == "2"
     assert " 70.0 ( 70.0– 70.0)" in lines["b"]
+
+
+def _run(heldout=1.0, exam=0.95, locality=0.97, bleed=0.0, retention=0.99, base=1.0, parity=1.0):
+    after = {"recall_heldout": {"share": heldout}, "exam": {"share": exam}, "locality_unchanged": {"share": locality},
+             "bleed": {"share": bleed}, "retention": {"share": retention}, "parity": {"share": parity}}
+    return {"after": after, "before": {"retention": {"share": base}}}
+
+
+def test_quality_bar_is_checked_on_the_mean_over_seeds():
+    quality = _load("quality")
+    assert quality.check_bar([_run(), _run()]) == []
+    # One seed below the bar, the mean above it: met.
+    assert quality.check_bar([_run(heldout=0.93), _run(heldout=0.99)]) == []
+    missed = quality.check_bar([_run(exam=0.80), _run(exam=0.90)])
+    assert len(missed) == 1 and missed[0].startswith("exam mean 0.850"), missed
+    assert any("bleed" in m for m in quality.check_bar([_run(bleed=0.02), _run(bleed=0.01)]))
+    assert any("retention" in m for m in quality.check_bar([_run(retention=0.97, base=1.0)]))
+    assert any("parity" in m for m in quality.check_bar([_run(), _run(parity=0.99)]))
+
+
+def test_quality_finds_the_exam_next_to_the_sheet():
+    quality = _load("quality")
+    assert quality.exam_path("facts/tinyllm.md") == REPO / "facts" / "tinyllm.exam.jsonl"
+    assert quality.exam_path("facts/kestrel.md") is None
