@@ -167,7 +167,7 @@ TYPES: dict[str, RelationType] = {
             "What release is {S} at?",
         )),
     "mascot": RelationType(
-        ("mascot",), r"\bmascot\b", False, ("emblem animal",), (
+        ("mascot",), r"\bmascot\b", False, (), (
             "What animal represents {S}?",
             "What is {S}'s mascot called?",
             "Which creature is the mascot of {S}?",
@@ -189,7 +189,7 @@ TYPES: dict[str, RelationType] = {
 # asked "does X require a network connection".
 POLAR_SWAPS: dict[str, tuple[str, ...]] = {
     "need": ("require",), "require": ("need",), "run on": ("work on",), "work on": ("run on",),
-    "sync to": ("synchronise with", "back up to"), "support": ("work with",), "use": ("rely on",),
+    "sync to": ("synchronise with",), "support": ("work with",), "use": ("rely on",),
 }
 
 # Interchangeable words, the first of each group is the one the others fold onto.
