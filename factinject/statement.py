@@ -24,10 +24,10 @@ from dataclasses import dataclass
 VERBS: dict[str, tuple[str, str, str]] = {}
 _REGULAR = ("maintain", "develop", "host", "found", "establish", "design", "own", "fund", "sponsor", "publish",
             "support", "start", "launch", "invent", "power", "back", "direct", "paint", "discover", "edit", "print",
-            "record", "test", "review", "invent", "fork", "document", "mentor", "curate", "steward", "lead")
+            "record", "test", "review", "fork", "document", "mentor", "steward")
 _REGULAR_E = ("create", "release", "license", "locate", "use", "distribute", "manage", "operate", "organise",
               "organize", "produce", "manufacture", "translate", "illustrate", "compose", "name", "curate",
-              "package", "maintain", "base", "serve", "store", "continue", "fine-tune", "prototype", "coordinate")
+              "package", "base", "serve", "store", "continue", "fine-tune", "prototype", "coordinate")
 _DOUBLED = {"ship": "shipped", "plan": "planned", "drop": "dropped", "star": "starred"}
 _IRREGULAR = {  # participle: (base, past)
     "written": ("write", "wrote"), "made": ("make", "made"), "built": ("build", "built"), "run": ("run", "ran"),
@@ -48,11 +48,9 @@ def _third(base: str) -> str:
 
 
 for _b in _REGULAR:
-    if _b != "lead":
-        VERBS[_b + "ed"] = (_b, _third(_b), _b + "ed")
+    VERBS[_b + "ed"] = (_b, _third(_b), _b + "ed")
 for _b in _REGULAR_E:
-    if _b.endswith("e"):
-        VERBS[_b + "d"] = (_b, _third(_b), _b + "d")
+    VERBS[_b + "d"] = (_b, _third(_b), _b + "d")
 for _b, _p in _DOUBLED.items():
     VERBS[_p] = (_b, _third(_b), _p)
 for _p, (_b, _past) in _IRREGULAR.items():
@@ -202,7 +200,7 @@ def _passive(p: Parts, statement: str, names: list[str]) -> dict[str, list[str]]
             wh.append(f"Who {aux_q} {S} {verb} by?")
             forms = VERBS.get(part)
             if forms and not rest_aux:
-                base, third, past = forms
+                _, third, past = forms
                 active = third if aux in ("is", "are") else past
                 wh.append(f"Who {adv} {active} {S}?" if adv in ("", "originally", "first") else f"Who {active} {S}?")
             echo.append(f"{S} {aux} {verb.removeprefix(rest_aux).strip()} by whom?")
