@@ -57,15 +57,16 @@ def test_no_exam_question_is_a_key_giveaway(name):
 
 @pytest.mark.parametrize("name", SHEETS)
 def test_exam_is_not_what_the_expander_generates(name):
-    """No exam question is a question the expander makes, at any seed, and most are not
+    """No exam question is a question the expander makes, and most are not
     even close to one: exam recall measures questions the model was not trained on.
     (Some near-duplicates are unavoidable: "lumen transit release date" is how people
     type, and the expander rightly trains the same words.)"""
     sheet = read_sheet(FACTS / f"{name}.md")
     generated: dict[str, list[str]] = {}
-    for seed in (0, 1, 2):
-        for row in expand_sheets([sheet], ExpandConfig(seed=seed, max_questions_per_family=1000)).rows:
-            generated.setdefault(row["fact_id"], []).append(row["messages"][0]["content"])
+    # With no cap per family every question is kept, whatever the seed (it only decides
+    # the splits and which questions are typed in lower case, which normalising undoes).
+    for row in expand_sheets([sheet], ExpandConfig(max_questions_per_family=1000)).rows:
+        generated.setdefault(row["fact_id"], []).append(row["messages"][0]["content"])
     exam = load_exam(FACTS / f"{name}.exam.jsonl")
     copies = [p.question for p in exam
               if normalise_question(p.question) in {normalise_question(q) for q in generated[p.fact_id]}]
