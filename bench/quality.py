@@ -30,7 +30,7 @@ from factinject.expand_cmd import write_expansion
 from factinject.export import export_merged
 from factinject.factsheet import read_sheet
 from factinject.probe_cmd import run_probe
-from factinject.recipe import REPO_RECIPES, load_recipe
+from factinject.recipe import load_recipe
 from factinject.rundir import Run
 from factinject.train import run_training
 
@@ -57,7 +57,7 @@ def one_run(root: Path, sheet: str, method: str, overrides: dict | None = None, 
     parsed = [read_sheet(REPO / sheet)]
     cfg = ExpandConfig(seed=seed, **expand_knobs)
     expansion = expand_sheets(parsed, cfg)
-    recipe = load_recipe(REPO_RECIPES / "testbed-cpu.yaml")
+    recipe = load_recipe("testbed-cpu")
     if overrides:  # ablations: --set train.contrast_per_fact=0
         recipe = recipe.with_overrides(**overrides)
     if seed:  # another seed draws other questions, splits, replay, contrast and LoRA init
@@ -72,7 +72,7 @@ def one_run(root: Path, sheet: str, method: str, overrides: dict | None = None, 
     write_expansion(run, expansion, parsed, cfg, force=True)
     timings["expand"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    result = run_training(run, recipe, backend="cpu")
+    result = run_training(run, recipe)
     timings["train"] = time.perf_counter() - t0
     if method == "default":
         t0 = time.perf_counter()

@@ -100,7 +100,7 @@ def guarded(run: Run, command: str, interrupt: tuple[str, str] | Callable[[], tu
 def check_run_data(run: Run, splits: tuple[str, ...] = ("train", "dev", "test")) -> None:
     """Read the manifest (version check) and every data line before a stage starts, so a
     corrupted line is reported with its file and line number, not as a changed hash."""
-    from factinject.train import read_split
+    from factinject.rundir import read_split
 
     run.manifest()
     for split in splits:

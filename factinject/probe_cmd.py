@@ -13,10 +13,11 @@ import click
 from factinject.errors import FactinjectError
 from factinject.rundir import Run, atomic_dir, write_text_atomic
 
+
 def _probe_inputs(run: Run, manifest: dict, model_name: str, world_limit: int, seed: int, exam_path: Path | None):
     from factinject import controls
     from factinject.probe import build_probe_set, load_exam
-    from factinject.train import read_split
+    from factinject.rundir import read_split
 
     locality = list(controls.control_pools(model_name)["locality"])
     if model_name == "testbed":
@@ -35,17 +36,14 @@ def _probe_inputs(run: Run, manifest: dict, model_name: str, world_limit: int, s
                            locality=locality, retention=retention, other_names=other_names, exam=exam, seed=seed)
 
 
-def _cached_answers(cache_dir: Path, key: dict, questions: list[str], make_generator) -> dict[str, str]:
-    """Answers per question; the base model's are cached (they are the same before every probe)."""
+def _cached_answers(cache_dir: Path, key: dict, questions: list[str], generate) -> dict[str, str]:
+    """Answers per question; a model's answers are cached by what was loaded and asked
+    (the base model's are the same before every probe)."""
     digest = hashlib.sha256(json.dumps({**key, "q": questions}, sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir / f"answers-{key['label']}-{digest}.json"
     if path.exists():
         return json.loads(path.read_text(encoding="utf-8"))
-    generator = make_generator()
-    try:
-        answers = dict(zip(questions, generator.answer(questions)))
-    finally:
-        generator.close()
+    answers = dict(zip(questions, generate()))
     write_text_atomic(path, json.dumps(answers, ensure_ascii=False))
     return answers
 
@@ -70,14 +68,60 @@ def check_template(run: Run, manifest: dict, target_dir: Path, label: str) -> No
                               where=run.manifest_path, fix="re-export the model so its tokenizer and generation config match training")
 
 
+def probe_targets(run: Run, recipe, manifest: dict) -> tuple:
+    """(base, tuned, adapter): the models to probe, each in the precision it is compared in.
+
+    After a merged export, "after" is the 16-bit merge, so "before" is the base in the
+    same 16-bit precision (dequantized when the checkpoint is 4-bit): locality and bleed
+    then measure what training changed, not what quantization changed. Without an
+    export, "after" is the adapter on the base as it was trained (4-bit for QLoRA), and
+    "before" is that same base. Before training, the base is probed as the merge will
+    be, so the answers are reused after `run`'s export.
+    """
+    from factinject.models import is_prequantized, resolve_model
+    from factinject.targets import ModelUnderTest
+
+    ref = resolve_model(recipe.model.name)
+    source = resolve_model(recipe.model.merge_base) if recipe.model.merge_base else ref
+    adapter_dir, merged_dir = run.path / "adapter", run.path / "merged"
+    quantized_source = is_prequantized(source.path, source.local)
+    base16 = ModelUnderTest("base", source.path, local=source.local, load_in_4bit=quantized_source,
+                            dequantize=quantized_source, dtype=recipe.export.dtype)
+    as_trained = dict(load_in_4bit=recipe.model.load_in_4bit, dtype=recipe.model.dtype)
+    adapter = None
+    if adapter_dir.exists() and manifest.get("train"):
+        adapter = ModelUnderTest("adapter", ref.path, str(adapter_dir), ref.local, tokenizer=str(adapter_dir),
+                                 **as_trained)
+    if merged_dir.exists() and manifest.get("export", {}).get("merged"):
+        merged = ModelUnderTest("merged", str(merged_dir), dtype=manifest["export"]["merged"]["dtype"])
+        return base16, merged, adapter
+    if adapter:
+        return ModelUnderTest("base", ref.path, local=ref.local, **as_trained), adapter, adapter
+    return base16, None, None
+
+
 def run_probe(run: Run, *, backend: str = "auto", exam: Path | None = None, bounds_text: str | None = None,
               world_limit: int = 400, seed: int = 0, allow_pickle: bool = False, trust_remote_code: bool = False,
-              model_name: str | None = None) -> dict:
+              recipe=None, chat_template: str | None = None) -> dict:
+    """Probe the base model (before) and the tuned model (after) on the same prompts.
+
+    Each model is answered in its own child process (one engine at a time); `recipe`
+    is the one to probe before training (the run's own once it is trained)."""
+    from dataclasses import asdict
+
     from rich.console import Console
 
-    from factinject.backends.generators import ModelUnderTest, make_generator, pick_generator
-    from factinject.models import resolve_model
-    from factinject.probe import compute_metrics, missed_bounds, parse_bounds, per_fact, regressions
+    from factinject.engines import check_device, generation_engine
+    from factinject.jobs import run_job
+    from factinject.probe import (
+        compute_metrics,
+        missed_bounds,
+        parse_bounds,
+        per_fact,
+        regressions,
+    )
+    from factinject.recipe import Recipe, load_recipe
+    from factinject.targets import GenerateJob, Load
     from factinject.train import check_data_matches_manifest
 
     console = Console(stderr=True)
@@ -85,46 +129,52 @@ def run_probe(run: Run, *, backend: str = "auto", exam: Path | None = None, boun
     bounds = parse_bounds(bounds_text)
     manifest = check_data_matches_manifest(run)
     train_record = manifest.get("train")
-    if train_record:
-        model_name = train_record["recipe"]["model"]["name"]
-    model_name = model_name or "testbed"
-    ref = resolve_model(model_name)
+    recipe = Recipe.model_validate(train_record["recipe"]) if train_record else (recipe or load_recipe())
+    check_device(recipe)
+    model_name = recipe.model.name
     probe = _probe_inputs(run, manifest, model_name, world_limit, seed, exam)
     questions = probe.unique_questions()
-    chosen = pick_generator(backend)
-    lora_rank = train_record["recipe"]["lora"]["r"] if train_record else 16
-    opts = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code) if chosen == "hf" else {
-        "trust_remote_code": trust_remote_code, "lora_rank": lora_rank}
+    engine = generation_engine(backend)
+    load = Load(device=recipe.model.device, chat_template=chat_template, trust_remote_code=trust_remote_code,
+                allow_pickle=allow_pickle)
     cache = run.path / "reports" / ".cache"
+    base_target, tuned_target, adapter_target = probe_targets(run, recipe, manifest)
 
-    def answers_for(target: ModelUnderTest, key: dict) -> dict[str, str]:
-        console.print(f"probe: {len(questions)} prompts through the {target.label} model ({chosen})")
-        return _cached_answers(cache, {**key, "label": target.label, "backend": chosen}, questions,
-                               lambda: make_generator(chosen, target, **opts))
+    def answers_for(target, key: dict) -> dict[str, str]:
+        def generate() -> list[str]:
+            console.print(f"probe: {len(questions)} prompts through the {target.label} model "
+                          f"({engine}, {target.precision})")
+            job = GenerateJob(target, questions, recipe.generate.max_new_tokens, load=load,
+                              batch_size=recipe.generate.batch_size,
+                              gpu_memory_utilization=recipe.generate.gpu_memory_utilization,
+                              max_lora_rank=recipe.max_lora_rank)
+            return run_job(engine, "generate", job.to_dict())["answers"]
 
-    base_target = ModelUnderTest("base", ref.path, local=ref.local)
-    before = answers_for(base_target, {"model": model_name, "identity": (train_record or {}).get("base_model", {})})
+        return _cached_answers(cache, {**key, "label": target.label, "backend": engine, "target": asdict(target),
+                                       "max_new_tokens": recipe.generate.max_new_tokens}, questions, generate)
+
+    identity = (train_record or {}).get("base_model", {})
+    before = answers_for(base_target, {"model": model_name, "identity": identity})
     after = parity = None
-    tuned_label = None
-    adapter_dir, merged_dir = run.path / "adapter", run.path / "merged"
-    if adapter_dir.exists():
-        check_template(run, manifest, adapter_dir, "adapter")
-        adapter_key = {"adapter": manifest["train"]["adapter_files"]}
-        adapter_answers = answers_for(ModelUnderTest("adapter", ref.path, str(adapter_dir), ref.local), adapter_key)
-        after, tuned_label = adapter_answers, "adapter"
-        if merged_dir.exists() and manifest.get("export", {}).get("merged"):
-            check_template(run, manifest, merged_dir, "merged")
-            merged_answers = answers_for(ModelUnderTest("merged", str(merged_dir)),
-                                         {"merged": manifest["export"]["merged"]["files"]})
-            after, parity, tuned_label = merged_answers, adapter_answers, "merged"
+    if adapter_target:
+        check_template(run, manifest, Path(adapter_target.adapter), "adapter")
+        adapter_answers = answers_for(adapter_target, {"adapter": manifest["train"]["adapter_files"]})
+        after = adapter_answers
+        if tuned_target is not adapter_target:
+            check_template(run, manifest, Path(tuned_target.path), "merged")
+            after = answers_for(tuned_target, {"merged": manifest["export"]["merged"]["files"]})
+            parity = adapter_answers
+    tuned_label = tuned_target.label if tuned_target else None
 
     report = {
-        "run": str(run.path), "backend": chosen,
-        "model": {"base": model_name, "tuned": tuned_label},
+        "run": str(run.path), "backend": engine,
+        "model": {"base": model_name, "tuned": tuned_label, "base_precision": base_target.precision,
+                  "tuned_precision": tuned_target.precision if tuned_target else None},
         "before": compute_metrics(probe, before, None),
         "after": compute_metrics(probe, after, before, parity) if after else None,
         "facts": per_fact(probe, before, after),
         "thresholds": bounds,
+        "export_parity": manifest.get("export", {}).get("merged", {}).get("parity") if tuned_label == "merged" else None,
         "regressions": regressions(probe, before, after) if after else [],
         "counts": {k: sum(p.kind == k for p in probe.prompts) for k in sorted({p.kind for p in probe.prompts})},
         "curve": (train_record or {}).get("curve"),
@@ -134,7 +184,7 @@ def run_probe(run: Run, *, backend: str = "auto", exam: Path | None = None, boun
     report["missed"] = missed_bounds(report["after"] or report["before"], bounds)
     report["seconds"] = round(time.perf_counter() - started, 2)
     write_reports(run, report, questions, before, after)
-    run.update_manifest("probe", {"report": "reports/report.json", "tuned": tuned_label, "backend": chosen,
+    run.update_manifest("probe", {"report": "reports/report.json", "tuned": tuned_label, "backend": engine,
                                   "after": report["after"], "before": report["before"], "seconds": report["seconds"]})
     return report
 
@@ -199,12 +249,13 @@ def probe(run_path, backend, exam, fail_under, world_limit, recipe_path, allow_p
     from factinject.rundir import resolve_run
 
     run = resolve_run(str(run_path) if run_path else None)
-    model_name = load_recipe(recipe_path).model.name if recipe_path else None
+    recipe = load_recipe(recipe_path) if recipe_path else None
     interrupt = ("interrupted (Ctrl-C); no report was written",
                  "any previous report is intact; run `factinject probe` again (finished answer sets are cached)")
-    with guarded(run, "probe", interrupt, oom_fix=OOM_PROBE_FIX), run_template(run, chat_template):
+    with guarded(run, "probe", interrupt, oom_fix=OOM_PROBE_FIX), run_template(run, chat_template) as template:
         report = run_probe(run, backend=backend, exam=exam, bounds_text=fail_under, world_limit=world_limit,
-                           allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, model_name=model_name)
+                           allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, recipe=recipe,
+                           chat_template=template)
     print_summary(report)
     click.echo(f"report: {run.path / 'reports' / 'report.html'} ({report['seconds']}s)")
     if report["missed"]:

@@ -14,7 +14,7 @@ from factinject.errors import FactinjectError
 @click.command(name="run")
 @click.argument("sheets", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--run", "run_path", type=click.Path(path_type=Path), help="Run directory (default: exports/<sheet name>).")
-@click.option("--recipe", "recipe_path", type=click.Path(path_type=Path), help="Recipe YAML (default: recipes/testbed-cpu.yaml).")
+@click.option("--recipe", "recipe_path", type=click.Path(path_type=Path), help="Recipe YAML, or a shipped recipe's name (default: testbed-cpu).")
 @click.option("--seed", default=0, show_default=True, help="Expansion seed.")
 @click.option("--fail-under", "fail_under", help="Bounds for the final probe, e.g. recall_heldout=0.9,retention=0.97.")
 @click.option("--force", is_flag=True, help="Replace this run's earlier data, adapter and export.")
@@ -28,14 +28,14 @@ def run(sheets, run_path, recipe_path, seed, fail_under, force, chat_template) -
     from rich.console import Console
     from rich.table import Table
 
+    from factinject.engines import check_device
     from factinject.expand import ExpandConfig
     from factinject.expand_cmd import expand_into_run
     from factinject.export import export_merged
     from factinject.guard import OOM_TRAIN_FIX, guarded
     from factinject.models import chat_template_record, read_chat_template
-    from factinject.models import supplied_chat_template as with_template
     from factinject.probe_cmd import print_summary, run_probe
-    from factinject.recipe import REPO_RECIPES, load_recipe
+    from factinject.recipe import load_recipe
     from factinject.rundir import Run, default_run_for
     from factinject.train import run_training
 
@@ -47,13 +47,14 @@ def run(sheets, run_path, recipe_path, seed, fail_under, force, chat_template) -
         timings.append((stage, time.perf_counter() - t0))
         return out
 
-    recipe = load_recipe(recipe_path or REPO_RECIPES / "testbed-cpu.yaml")
+    recipe = load_recipe(recipe_path)
+    check_device(recipe, str(recipe_path) if recipe_path else None)  # before anything is written or downloaded
     the_run = Run(run_path or default_run_for(list(sheets)))
     template = read_chat_template(chat_template) if chat_template else None
     go_on = (f"go on stage by stage (`factinject train --run {the_run.path} --resume`, `export --merged`, `probe`), "
              "or start over with `factinject run ... --force`")
     interrupt = ("interrupted (Ctrl-C); every finished stage's output is complete", go_on)
-    with guarded(the_run, "run", interrupt, create=True, oom_fix=OOM_TRAIN_FIX), with_template(template):
+    with guarded(the_run, "run", interrupt, create=True, oom_fix=OOM_TRAIN_FIX):
         if (the_run.path / "adapter").exists():
             if not force:
                 raise FactinjectError("this run already holds a trained adapter", where=the_run.path,
@@ -62,12 +63,12 @@ def run(sheets, run_path, recipe_path, seed, fail_under, force, chat_template) -
                 shutil.rmtree(the_run.path / stale, ignore_errors=True)
 
         timed("expand", lambda: expand_into_run(sheets, the_run, ExpandConfig(seed=seed), force=force))
-        timed("probe (before)", lambda: run_probe(the_run, model_name=recipe.model.name))
-        timed("train", lambda: run_training(the_run, recipe, backend=recipe.model.backend, fresh=True))
+        timed("probe (before)", lambda: run_probe(the_run, recipe=recipe, chat_template=template))
+        timed("train", lambda: run_training(the_run, recipe, fresh=True, chat_template=template))
         if chat_template:
             the_run.update_manifest("chat_template", chat_template_record(chat_template, template))
-        timed("export --merged", lambda: export_merged(the_run, force=True))
-        report = timed("probe (after)", lambda: run_probe(the_run, bounds_text=fail_under))
+        timed("export --merged", lambda: export_merged(the_run, force=True, chat_template=template))
+        report = timed("probe (after)", lambda: run_probe(the_run, bounds_text=fail_under, chat_template=template))
     print_summary(report)
     table = Table(title="time per stage", title_justify="left")
     table.add_column("stage")

@@ -70,7 +70,9 @@ def test_run_records_the_epoch_curve_and_a_loadable_adapter(finished_run):
     curve = manifest["train"]["curve"]
     assert curve and all({"epoch", "loss", "dev_recall", "drift"} <= set(e) for e in curve)
     assert manifest["train"]["best_epoch"] in [e["epoch"] for e in curve]
-    assert manifest["export"]["merged"]["parity"]["max_logit_diff"] < 1e-3
+    exactness = manifest["export"]["merged"]["parity"]["exactness"]
+    assert exactness["max_logit_diff"] < 1e-3 and exactness["identical"] == exactness["n"], exactness
+    assert manifest["export"]["merged"]["parity"]["quantization"] is None, "the testbed is not trained in 4-bit"
     adapter = json.loads((run / "adapter" / "adapter_config.json").read_text())
     assert set(adapter["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     assert not adapter.get("modules_to_save"), "no full lm_head/embed_tokens copies in the adapter"

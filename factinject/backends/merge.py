@@ -1,0 +1,271 @@
+"""Merge a LoRA adapter into 16-bit weights, one tensor at a time.
+
+Never two copies of the model, never the whole model in memory: each base tensor is
+read from its safetensors shard with plain file reads (no memory map, whose pages
+would stay resident), merged in float32 when LoRA targets it (W + alpha/r * B @ A,
+one rounding at the end, as Unsloth's merged_16bit save does), cast to the export
+dtype and written straight into its output shard. Peak memory is about the largest
+tensor plus the adapter. A pre-quantized 4-bit checkpoint (bitsandbytes NF4) is
+dequantized tensor by tensor on the way.
+
+Output: a plain transformers folder, sharded the way `save_pretrained` shards
+(`model-00001-of-0000N.safetensors` + `model.safetensors.index.json`, or one
+`model.safetensors`), plus config.json without the quantization settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from factinject.errors import FactinjectError
+
+# safetensors dtype names <-> torch dtype names
+_ST_TO_TORCH = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+                "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+_TORCH_TO_ST = {v: k for k, v in _ST_TO_TORCH.items()}
+_QUANT_SUFFIXES = (".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map")
+_QUANT_STATE = ".quant_state.bitsandbytes__"
+WEIGHTS_NAME, INDEX_NAME = "model.safetensors", "model.safetensors.index.json"
+
+
+# ----------------------------------------------------------------------------- reading
+
+class SafetensorsFile:
+    """One .safetensors file, read tensor by tensor with pread (no mmap)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        with open(self.path, "rb") as fh:
+            (size,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(size))
+        self.metadata = header.pop("__metadata__", {}) or {}
+        self.entries = header
+        self.data_start = 8 + size
+
+    def keys(self) -> list[str]:
+        return sorted(self.entries, key=lambda k: self.entries[k]["data_offsets"][0])
+
+    def read_bytes(self, key: str) -> bytearray:
+        start, end = self.entries[key]["data_offsets"]
+        buffer = bytearray(end - start)
+        with open(self.path, "rb") as fh:
+            fh.seek(self.data_start + start)
+            fh.readinto(buffer)
+        return buffer
+
+    def read(self, key: str):
+        import torch
+
+        entry = self.entries[key]
+        buffer = self.read_bytes(key)
+        dtype = getattr(torch, _ST_TO_TORCH[entry["dtype"]])
+        if not buffer:
+            return torch.empty(entry["shape"], dtype=dtype)
+        return torch.frombuffer(buffer, dtype=dtype).reshape(entry["shape"])
+
+
+class Checkpoint:
+    """A model folder's weights: one file or shards with an index."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        index = self.folder / INDEX_NAME
+        if index.exists():
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            files = list(dict.fromkeys(weight_map.values()))
+        elif (self.folder / WEIGHTS_NAME).exists():
+            files = [WEIGHTS_NAME]
+        else:
+            raise FactinjectError("no safetensors weights to merge into", where=self.folder,
+                                  fix="the base model folder needs model.safetensors or a sharded index")
+        self.files = [SafetensorsFile(self.folder / f) for f in files]
+        self.where = {k: f for f in self.files for k in f.keys()}
+
+    def keys(self) -> list[str]:
+        return [k for f in self.files for k in f.keys()]
+
+    def read(self, key: str):
+        return self.where[key].read(key)
+
+    def is_quantized(self, key: str) -> bool:
+        return any(k.startswith(key + _QUANT_STATE) for k in self._state_keys(key))
+
+    def _state_keys(self, key: str) -> list[str]:
+        return [k for k in self.where if k.startswith(key + ".")]
+
+    def dequantized(self, key: str):
+        """A bitsandbytes NF4/FP4 weight as the 16-bit tensor it stands for."""
+        import torch
+        from bitsandbytes.functional import QuantState, dequantize_4bit
+
+        state = {k[len(key) + 1:]: self.read(k) for k in self._state_keys(key)}
+        quant_state = QuantState.from_dict(state, device=torch.device("cpu"))
+        return dequantize_4bit(self.read(key), quant_state)
+
+    def output_keys(self) -> list[str]:
+        """The weights a 16-bit model has: quantization states are folded into their weight."""
+        return [k for k in self.keys() if not (k.endswith(_QUANT_SUFFIXES) or _QUANT_STATE in k)]
+
+    def output_meta(self, key: str) -> tuple[list[int], str]:
+        """(shape, torch dtype name) of `key` once dequantized."""
+        if self.is_quantized(key):
+            blob = next(k for k in self._state_keys(key) if _QUANT_STATE in k)
+            packed = json.loads(self.where[blob].read_bytes(blob).decode("utf-8"))
+            return list(packed["shape"]), packed["dtype"]
+        entry = self.where[key].entries[key]
+        return list(entry["shape"]), _ST_TO_TORCH[entry["dtype"]]
+
+
+# ----------------------------------------------------------------------------- the adapter
+
+@dataclass
+class LoraWeights:
+    a: object  # (r, in)
+    b: object  # (out, r)
+    scale: float
+
+
+def read_adapter(adapter_dir: Path) -> dict[str, LoraWeights]:
+    """{base weight key: LoRA factors and scale} from a PEFT adapter folder."""
+    adapter_dir = Path(adapter_dir)
+    config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    unsupported = [k for k in ("use_dora", "fan_in_fan_out", "rank_pattern", "alpha_pattern", "modules_to_save")
+                   if config.get(k)]
+    if unsupported:
+        raise FactinjectError(f"the adapter uses {', '.join(unsupported)}, which the streaming merge does not support",
+                              where=adapter_dir / "adapter_config.json",
+                              fix="train with factinject's recipes (plain LoRA on linear layers)")
+    r, alpha = config["r"], config["lora_alpha"]
+    scale = alpha / (r ** 0.5) if config.get("use_rslora") else alpha / r
+    weights = SafetensorsFile(adapter_dir / "adapter_model.safetensors")
+    factors: dict[str, dict[str, object]] = {}
+    for key in weights.keys():
+        module, _, part = key.rpartition(".lora_")
+        kind = part.split(".")[0]  # 'A' or 'B' ('A.weight' or 'A.default.weight')
+        if kind not in ("A", "B") or not part.endswith("weight"):
+            raise FactinjectError(f"unexpected tensor {key!r} in the adapter", where=adapter_dir,
+                                  fix="train with factinject's recipes (plain LoRA on linear layers)")
+        base_key = module.removeprefix("base_model.model.") + ".weight"
+        factors.setdefault(base_key, {})[kind] = weights.read(key)
+    out = {}
+    for base_key, pair in factors.items():
+        assert set(pair) == {"A", "B"}, f"adapter has only {set(pair)} for {base_key}"
+        out[base_key] = LoraWeights(pair["A"], pair["B"], scale)
+    return out
+
+
+def merged_tensor(checkpoint: Checkpoint, key: str, lora: LoraWeights | None, out_dtype):
+    """The output tensor for `key`: dequantized if 4-bit, plus the LoRA update, in `out_dtype`."""
+    import torch
+
+    weight = checkpoint.dequantized(key) if checkpoint.is_quantized(key) else checkpoint.read(key)
+    if lora is None:
+        return weight.to(out_dtype) if weight.is_floating_point() else weight
+    expected = (lora.b.shape[0], lora.a.shape[1])
+    if tuple(weight.shape) != expected:
+        raise FactinjectError(f"adapter shape {expected} does not fit base weight {key} {tuple(weight.shape)}",
+                              fix="merge into the base model the adapter was trained on")
+    merged = weight.to(torch.float32)
+    merged.addmm_(lora.b.to(torch.float32), lora.a.to(torch.float32), alpha=lora.scale)
+    return merged.to(out_dtype)
+
+
+# ----------------------------------------------------------------------------- writing
+
+def plan_shards(sizes: list[tuple[str, int]], max_bytes: int) -> list[list[str]]:
+    """Greedy split in order: a shard is closed before it would pass max_bytes (a single
+    tensor larger than max_bytes gets a shard of its own), as transformers shards."""
+    shards: list[list[str]] = [[]]
+    used = 0
+    for key, size in sizes:
+        if shards[-1] and used + size > max_bytes:
+            shards.append([])
+            used = 0
+        shards[-1].append(key)
+        used += size
+    return [s for s in shards if s]
+
+
+_ITEM_SIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int16": 2, "int8": 1,
+              "uint8": 1, "bool": 1}
+FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
+
+
+def nbytes(shape: list[int], dtype_name: str) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n * _ITEM_SIZE[dtype_name]
+
+
+def write_shard(path: Path, keys: list[str], metas: dict[str, tuple[list[int], str]], produce) -> None:
+    """Write a safetensors file whose header is known in advance, streaming each tensor in."""
+    import torch
+
+    header: dict = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for key in keys:
+        shape, dtype = metas[key]
+        size = nbytes(shape, dtype)
+        header[key] = {"dtype": _TORCH_TO_ST[dtype], "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)  # data starts 8-byte aligned, as safetensors writes it
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(raw)))
+        fh.write(raw)
+        for key in keys:
+            tensor = produce(key).contiguous()
+            shape, dtype = metas[key]
+            assert list(tensor.shape) == shape and str(tensor.dtype) == f"torch.{dtype}", (key, tensor.shape, tensor.dtype)
+            if tensor.numel():
+                fh.write(tensor.view(-1).view(torch.uint8).numpy().data)  # no copy of the bytes
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def merge_checkpoint(base_dir: Path, adapter_dir: Path | None, out_dir: Path, *, dtype: str, max_shard_bytes: int,
+                     progress=None) -> dict:
+    """Write the merged weights and config of base + adapter into out_dir; return what was written."""
+    import torch
+
+    checkpoint = Checkpoint(base_dir)
+    lora = read_adapter(adapter_dir) if adapter_dir else {}
+    keys = checkpoint.output_keys()
+    missing = sorted(set(lora) - set(keys))
+    if missing:
+        raise FactinjectError(f"{len(missing)} adapter weights have no base weight to merge into, e.g. {missing[0]}",
+                              where=adapter_dir, fix="merge into the base model the adapter was trained on")
+    out_dtype = getattr(torch, dtype)
+    metas = {}
+    for key in keys:
+        shape, src = checkpoint.output_meta(key)
+        metas[key] = (shape, dtype if src in FLOAT_DTYPES else src)
+    shards = plan_shards([(k, nbytes(*metas[k])) for k in keys], max_shard_bytes)
+    names = [WEIGHTS_NAME] if len(shards) == 1 else \
+        [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+
+    def produce(key: str):
+        tensor = merged_tensor(checkpoint, key, lora.get(key), out_dtype)
+        if progress is not None:
+            progress(key)
+        return tensor
+
+    for name, shard in zip(names, shards):
+        write_shard(out_dir / name, shard, metas, produce)
+    total = sum(nbytes(*metas[k]) for k in keys)
+    if len(shards) > 1:
+        weight_map = {k: name for name, shard in zip(names, shards) for k in shard}
+        (out_dir / INDEX_NAME).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map},
+                                                     indent=2) + "\n", encoding="utf-8")
+    config = json.loads((Path(base_dir) / "config.json").read_text(encoding="utf-8"))
+    config.pop("quantization_config", None)
+    config["dtype"] = dtype
+    if "torch_dtype" in config:
+        config["torch_dtype"] = dtype
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return {"shards": names, "total_size": total, "merged_weights": len(lora), "tensors": len(keys), "dtype": dtype}
