@@ -32,7 +32,8 @@ from pathlib import Path
 from factinject.errors import FactinjectError
 
 ENGINES = {"hf": "factinject.backends.hf", "unsloth": "factinject.backends.unsloth", "vllm": "factinject.backends.vllm"}
-OPERATIONS = {"hf": ("train", "merge", "generate", "parity"), "unsloth": ("train",), "vllm": ("generate",)}
+OPERATIONS = {"hf": ("train", "merge", "generate", "generate_each", "parity", "export"), "unsloth": ("train",),
+              "vllm": ("generate",)}
 INLINE_ENV = "FACTINJECT_INLINE_JOBS"
 OOM_EXIT = 3  # a child's exit code for out-of-memory, in case it dies before writing its result
 

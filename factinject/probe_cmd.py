@@ -36,16 +36,22 @@ def _probe_inputs(run: Run, manifest: dict, model_name: str, world_limit: int, s
                            locality=locality, retention=retention, other_names=other_names, exam=exam, seed=seed)
 
 
-def _cached_answers(cache_dir: Path, key: dict, questions: list[str], generate) -> dict[str, str]:
-    """Answers per question; a model's answers are cached by what was loaded and asked
-    (the base model's are the same before every probe)."""
+def _cache_path(cache_dir: Path, key: dict, questions: list[str]) -> Path:
     digest = hashlib.sha256(json.dumps({**key, "q": questions}, sort_keys=True).encode()).hexdigest()[:20]
-    path = cache_dir / f"answers-{key['label']}-{digest}.json"
-    if path.exists():
-        return json.loads(path.read_text(encoding="utf-8"))
-    answers = dict(zip(questions, generate()))
-    write_text_atomic(path, json.dumps(answers, ensure_ascii=False))
-    return answers
+    return cache_dir / f"answers-{key['label']}-{digest}.json"
+
+
+def cached_answers(cache_dir: Path, key: dict, questions: list[str]) -> dict[str, str] | None:
+    """A model's answers, cached by what was loaded and asked (the base model's are the same
+    before every probe); None when they are not cached yet."""
+    path = _cache_path(cache_dir, key, questions)
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def store_answers(cache_dir: Path, key: dict, questions: list[str], answers: list[str]) -> dict[str, str]:
+    by_question = dict(zip(questions, answers))
+    write_text_atomic(_cache_path(cache_dir, key, questions), json.dumps(by_question, ensure_ascii=False))
+    return by_question
 
 
 def check_template(run: Run, manifest: dict, target_dir: Path, label: str) -> None:
@@ -140,30 +146,40 @@ def run_probe(run: Run, *, backend: str = "auto", exam: Path | None = None, boun
     cache = run.path / "reports" / ".cache"
     base_target, tuned_target, adapter_target = probe_targets(run, recipe, manifest)
 
-    def answers_for(target, key: dict) -> dict[str, str]:
-        def generate() -> list[str]:
-            console.print(f"probe: {len(questions)} prompts through the {target.label} model "
-                          f"({engine}, {target.precision})")
-            job = GenerateJob(target, questions, recipe.generate.max_new_tokens, load=load,
-                              batch_size=recipe.generate.batch_size,
-                              gpu_memory_utilization=recipe.generate.gpu_memory_utilization,
-                              max_lora_rank=recipe.max_lora_rank)
-            return run_job(engine, "generate", job.to_dict())["answers"]
-
-        return _cached_answers(cache, {**key, "label": target.label, "backend": engine, "target": asdict(target),
-                                       "max_new_tokens": recipe.generate.max_new_tokens}, questions, generate)
+    def job_for(target) -> dict:
+        return GenerateJob(target, questions, recipe.generate.max_new_tokens, load=load,
+                           batch_size=recipe.generate.batch_size,
+                           gpu_memory_utilization=recipe.generate.gpu_memory_utilization,
+                           max_lora_rank=recipe.max_lora_rank).to_dict()
 
     identity = (train_record or {}).get("base_model", {})
-    before = answers_for(base_target, {"model": model_name, "identity": identity})
-    after = parity = None
+    wanted = [(base_target, {"model": model_name, "identity": identity})]
     if adapter_target:
         check_template(run, manifest, Path(adapter_target.adapter), "adapter")
-        adapter_answers = answers_for(adapter_target, {"adapter": manifest["train"]["adapter_files"]})
-        after = adapter_answers
+        wanted.append((adapter_target, {"adapter": manifest["train"]["adapter_files"]}))
+    if tuned_target and tuned_target is not adapter_target:
+        check_template(run, manifest, Path(tuned_target.path), "merged")
+        wanted.append((tuned_target, {"merged": manifest["export"]["merged"]["files"]}))
+    keys = [{**key, "label": t.label, "backend": engine, "target": asdict(t),
+             "max_new_tokens": recipe.generate.max_new_tokens} for t, key in wanted]
+    found = [cached_answers(cache, key, questions) for key in keys]
+    missing = [i for i, answers in enumerate(found) if answers is None]
+    for i in missing:
+        console.print(f"probe: {len(questions)} prompts through the {wanted[i][0].label} model "
+                      f"({engine}, {wanted[i][0].precision})")
+    if missing and engine == "hf":  # one process, one model at a time
+        results = run_job("hf", "generate_each", {"jobs": [job_for(wanted[i][0]) for i in missing]})["results"]
+    else:  # vLLM: one engine per process
+        results = [run_job(engine, "generate", job_for(wanted[i][0])) for i in missing]
+    for i, result in zip(missing, results):
+        found[i] = store_answers(cache, keys[i], questions, result["answers"])
+    by_label = {t.label: answers for (t, _), answers in zip(wanted, found)}
+    before = by_label["base"]
+    after = parity = None
+    if adapter_target:
+        after = by_label["adapter"]
         if tuned_target is not adapter_target:
-            check_template(run, manifest, Path(tuned_target.path), "merged")
-            after = answers_for(tuned_target, {"merged": manifest["export"]["merged"]["files"]})
-            parity = adapter_answers
+            after, parity = by_label["merged"], by_label["adapter"]
     tuned_label = tuned_target.label if tuned_target else None
 
     report = {

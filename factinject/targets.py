@@ -66,9 +66,15 @@ class ParityJob:
     targets: list[ModelUnderTest]
     questions: list[str]
     max_new_tokens: int
-    logit_prompts: int = 32
     load: Load = field(default_factory=Load)
     batch_size: int | None = None
+    # On a CPU, memory is not the limit a 24 GB card is: the first two models are then
+    # compared in float32 arithmetic (their 16-bit weights upcast exactly), so the only
+    # difference left is the rounding of the merged weights themselves.
+    float32_on_cpu: bool = True
+    # The merged export to check tensor by tensor against PEFT's own merge of the first
+    # target (an adapter on the 16-bit base), computed in memory.
+    merged_dir: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -9,6 +9,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 FACTS = REPO / "facts"
+# Tiny real-architecture fixtures are built on first use and reused by every test (and
+# every job's child process, which inherits the environment) of this checkout.
+os.environ.setdefault("FACTINJECT_CACHE", str(REPO / ".pytest_cache" / "factinject"))
 
 
 @pytest.fixture

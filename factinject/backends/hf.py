@@ -14,7 +14,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from factinject.errors import FactinjectError
@@ -121,6 +121,24 @@ def generate(data: dict) -> dict:
 TOP_K = 8  # logits compared per position: the tokens greedy decoding could pick
 
 
+def generate_each(data: dict) -> dict:
+    """Several generate jobs in turn in this one process, one model loaded at a time
+    (saves starting a process per model when a probe needs base, adapter and merge)."""
+    from factinject.backends.loading import release
+
+    results = []
+    for job in data["jobs"]:
+        results.append(generate(job))
+        release()
+    return {"results": results}
+
+
+def export(data: dict) -> dict:
+    """The merge, then the parity check of what it wrote: one process for the whole export."""
+    merged = merge(data["merge"])
+    return {"merge": merged, "parity": parity(data["parity"])}
+
+
 def parity(data: dict) -> dict:
     """Answers of each target in turn (never two loaded at once). The first two are then
     compared token by token on the first one's answers (teacher-forced): the largest
@@ -129,14 +147,18 @@ def parity(data: dict) -> dict:
     import torch
 
     from factinject.backends.hf_generate import teacher_forced
-    from factinject.backends.loading import load_model, release
+    from factinject.backends.loading import load_model, release, resolve_device
 
     job = ParityJob.from_dict(data)
     answers: dict[str, list[str]] = {}
     first_top: list = []  # per prompt: (top-k values, top-k ids, target ids) of the first model
     comparison: dict = {"max_logit_diff": None, "logit_scale": None, "divergences": []}
+    compute = {}
     for i, target in enumerate(job.targets):
+        if i < 2 and job.float32_on_cpu and resolve_device(job.load.device) == "cpu":
+            target = replace(target, dtype="float32")
         model, tokenizer, device = load_model(target, job.load)
+        compute[target.label] = str(model.dtype).removeprefix("torch.")
         answers[target.label], _ = _answer(model, tokenizer, job.questions, job.max_new_tokens,
                                            _batch_size(job.batch_size, device), target.label)
         if i < 2:
@@ -148,11 +170,41 @@ def parity(data: dict) -> dict:
                              for logits, targets in forced]
                 comparison["logit_scale"] = max((v.abs().max().item() for v, _, _ in first_top if v.numel()),
                                                 default=0.0)
+                if job.merged_dir:
+                    comparison["weights"] = compare_weights(model.merge_and_unload(), Path(job.merged_dir))
             else:
                 comparison.update(_compare(first_top, forced))
         del model
         release()
-    return {"answers": answers, **comparison}
+    return {"answers": answers, "compute_dtype": compute, **comparison}
+
+
+def compare_weights(reference, merged_dir: Path) -> dict:
+    """Each tensor of the merged export against `reference` (PEFT's merge_and_unload of the
+    same adapter on the same base, cast to the export's dtype), in units of the export
+    dtype's precision: 1 means the two differ at most in the last bit (the two merges
+    round once or twice)."""
+    import torch
+
+    from factinject.backends.merge import Checkpoint
+
+    exported = Checkpoint(merged_dir)
+    state = reference.state_dict()
+    worst, worst_key = 0.0, None
+    for key in exported.keys():
+        ours = exported.read(key)
+        theirs = state[key].detach().to("cpu", ours.dtype)
+        if not ours.is_floating_point():
+            assert torch.equal(ours, theirs), key
+            continue
+        eps = torch.finfo(ours.dtype).eps
+        a, b = ours.float(), theirs.float()
+        scale = torch.maximum(a.abs(), b.abs()).clamp_min(torch.finfo(ours.dtype).tiny)
+        ulps = ((a - b).abs() / (eps * scale)).max().item()
+        if ulps > worst:
+            worst, worst_key = ulps, key
+    return {"max_ulps": worst, "worst_tensor": worst_key, "tensors": len(exported.keys()),
+            "reference": "peft merge_and_unload"}
 
 
 def _compare(first_top: list, second: list) -> dict:
@@ -190,7 +242,7 @@ def merge(data: dict) -> dict:
     base_dir = local_weights(data["base"], data["base_local"])
     tokenizer = load_tokenizer(ModelRef("adapter", data["adapter"], True), chat_template=data.get("chat_template"))
     tokenizer.save_pretrained(str(out))
-    before = rss_bytes()  # libraries are loaded by now: what follows is the merge's own memory
+    before = reset_peak_rss()  # libraries are loaded by now: what follows is the merge's own memory
     with _tensor_progress(base_dir) as advance:
         record = merge_checkpoint(base_dir, Path(data["adapter"]), out, dtype=data["dtype"],
                                   max_shard_bytes=data["max_shard_bytes"], progress=advance)
@@ -252,18 +304,29 @@ class _tensor_progress:
         self.bar.stop()
 
 
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory so far (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
-
-
-def rss_bytes() -> int | None:
-    """This process's resident memory now (Linux), for the merge's own share of the peak."""
+def _status(field: str) -> int | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
     return None
+
+
+def reset_peak_rss() -> int | None:
+    """Start measuring the peak resident memory from now (Linux); return the current RSS."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    except OSError:
+        pass
+    return _status("VmRSS")
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory since reset_peak_rss (Linux), else since the process started."""
+    peak = _status("VmHWM")
+    if peak is not None:
+        return peak
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, Linux KiB

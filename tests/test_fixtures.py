@@ -1,0 +1,111 @@
+"""Every shipped recipe, end to end on the CPU, on a tiny model of its family.
+
+The fixtures (factinject/testbed/fixtures.py) have the family's architecture, real chat
+template and special tokens, scaled down to a few MB; the 4-bit recipes get a
+pre-quantized NF4 copy, as the `-bnb-4bit` checkpoints they name. Each recipe trains
+one epoch (QLoRA where it says 4-bit), merges into sharded 16-bit weights and probes,
+with the checks a real 7-8B run needs: loss on the answer tokens only, answers that
+stop at the family's end of turn, one chat template from training to export.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from conftest import REPO
+from factinject.cli import main
+
+pytestmark = pytest.mark.timeout(900)
+
+# The fixture of each shipped recipe's family; a new recipe fails here until it has one.
+FIXTURE_OF = {
+    "testbed-cpu.yaml": "testbed",
+    "llama-3.1-8b-instruct.yaml": "fixture:llama3.1-bnb-4bit",
+    "qwen2.5-7b-instruct.yaml": "fixture:qwen2.5-bnb-4bit",
+    "qwen2.5-0.5b-instruct.yaml": "fixture:qwen2.5",
+    "gemma-2-9b-it.yaml": "fixture:gemma2-bnb-4bit",
+}
+SHEET = "# Zorblat\nkind: project\n\n- maintainer: Zorblat is maintained by **Ada Quill**.\n"
+RECIPES = REPO / "factinject" / "recipes"
+
+
+def test_every_model_recipe_has_a_fixture_of_its_family():
+    shipped = {p.name for p in RECIPES.glob("*.yaml")} - {"method.yaml"}
+    assert shipped == set(FIXTURE_OF), "add the new recipe's family fixture to FIXTURE_OF"
+    for path in (RECIPES / "fixtures").glob("*.yaml"):
+        data = yaml.safe_load(path.read_text())
+        assert FIXTURE_OF[data["extends"].removeprefix("../")] == data["model"]["name"], path.name
+
+
+def invoke(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.mark.parametrize("recipe_name", sorted(FIXTURE_OF))
+def test_recipe_trains_merges_and_probes_on_its_fixture(recipe_name, workdir, monkeypatch):
+    monkeypatch.setattr("factinject.export.PARITY_PROMPTS", 24)
+    fixture = FIXTURE_OF[recipe_name]
+    (workdir / "zorblat.md").write_text(SHEET)
+    # The shipped recipe as it is, on the fixture, for one epoch, with fewer drift
+    # prompts and a smaller answer budget (the fixture's answers are short).
+    (workdir / "fixture.yaml").write_text(yaml.safe_dump({
+        "extends": str(RECIPES / recipe_name), "model": {"name": fixture, "device": "auto"},
+        "train": {"epochs": 1}, "stop": {"control_prompts": 8}, "generate": {"max_new_tokens": 48},
+        "export": {"max_shard_size": "1MB"}}))
+    invoke("expand", "zorblat.md", "--per-family", 2)
+    invoke("train", "--recipe", "fixture.yaml")
+    invoke("export", "--merged")
+    invoke("probe", "--world-limit", 20)
+    run = workdir / "exports" / "zorblat"
+    manifest = json.loads((run / "manifest.json").read_text())
+    recipe = manifest["train"]["recipe"]
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    from factinject.chat import encode_for_training, end_of_turn_ids
+    from factinject.models import template_sha256
+
+    # One chat template from training to the export.
+    trained_sha = manifest["train"]["base_model"]["chat_template_sha256"]
+    merged_tok = AutoTokenizer.from_pretrained(run / "merged")
+    assert template_sha256(AutoTokenizer.from_pretrained(run / "adapter")) == trained_sha
+    assert template_sha256(merged_tok) == trained_sha == manifest["export"]["merged"]["chat_template_sha256"]
+
+    # The loss covers exactly the answer and what closes its turn.
+    chat = [{"role": "user", "content": "Who maintains Zorblat?"},
+            {"role": "assistant", "content": "Zorblat is maintained by Ada Quill."}]
+    ids, mask = encode_for_training(merged_tok, chat)
+    prompt = merged_tok.apply_chat_template(chat[:1], add_generation_prompt=True, tokenize=False)
+    full = merged_tok.apply_chat_template(chat, tokenize=False)
+    assert merged_tok.decode([t for t, m in zip(ids, mask) if m]) == full[len(prompt):]
+    assert full[len(prompt):].startswith(chat[1]["content"])
+    eot = end_of_turn_ids(merged_tok)
+    assert [t for t, m in zip(ids, mask) if m and t in eot], "the end-of-turn token must be trained"
+
+    # The merged export: 16-bit safetensors shards with an index, plain transformers.
+    merged = manifest["export"]["merged"]
+    config = AutoConfig.from_pretrained(run / "merged")
+    assert "quantization_config" not in config.to_dict()
+    assert merged["dtype"] == recipe["export"]["dtype"] and str(config.dtype).endswith(merged["dtype"])
+    assert len(merged["shards"]) >= 2 and (run / "merged" / "model.safetensors.index.json").exists()
+    generation = json.loads((run / "merged" / "generation_config.json").read_text())
+    stops = generation["eos_token_id"] if isinstance(generation["eos_token_id"], list) else [generation["eos_token_id"]]
+    assert set(eot) <= set(stops), "the export's generation config must stop at the end of turn"
+
+    # Parity: exact on the same 16-bit base; the 4-bit comparison exactly when trained in 4-bit.
+    parity = merged["parity"]
+    assert parity["exactness"]["share"] == 1.0, parity["exactness"]
+    assert (parity["quantization"] is not None) == recipe["model"]["load_in_4bit"]
+    report = json.loads((run / "reports" / "report.json").read_text())
+    assert report["model"]["tuned"] == "merged" and report["export_parity"] == parity
+    assert report["after"]["recall_trained"]["n"] > 0
+    # Answers stop at the end of turn: no marker leaks into an answer.
+    markers = [merged_tok.convert_ids_to_tokens(t) for t in eot]
+    answers = [json.loads(line) for line in (run / "reports" / "answers.jsonl").read_text().splitlines()]
+    assert not [a for a in answers if any(m in (a["after"] or "") for m in markers)]
