@@ -224,6 +224,7 @@ def write_shard(path: Path, keys: list[str], metas: dict[str, tuple[list[int], s
             assert list(tensor.shape) == shape and str(tensor.dtype) == f"torch.{dtype}", (key, tensor.shape, tensor.dtype)
             if tensor.numel():
                 fh.write(tensor.view(-1).view(torch.uint8).numpy().data)  # no copy of the bytes
+            del tensor  # before the next one is read: one tensor in memory at a time
         fh.flush()
         os.fsync(fh.fileno())
 
