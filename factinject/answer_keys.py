@@ -24,18 +24,18 @@ how
 COMMON_WORDS = frozenset(_COMMON.split())
 
 
-def key_problem(key: str, *, negative: bool = False) -> tuple[str, str] | None:
+def key_problem(key: str, *, allow: tuple[str, ...] = ()) -> tuple[str, str] | None:
     """(what is wrong, how to fix it) for a key that cannot prove recall, else None.
 
-    `negative`: the fact is a "does not" fact asked as a yes/no question, whose key is
-    the word "no" by design (the yes/no framing makes it informative).
+    `allow`: whole keys that are fine here although common: "no" for a "does not" fact,
+    which is asked as a yes/no question (the framing makes the word informative).
     """
     words = normalise(key).split()
     if not words:
         what = f"the key {key!r} has no letters, digits or symbols to match, so no answer could ever contain it"
         return what, ("use words of the statement as the key (emoji and symbols such as '+' or '#' count; "
                       "dashes, dots and quotes alone do not)")
-    if negative and words == ["no"]:
+    if " ".join(words) in allow:
         return None
     if all(w in COMMON_WORDS for w in words):
         what = (f"the key {key!r} is only common words that almost any answer contains, so it cannot prove "

@@ -174,7 +174,7 @@ def _parse_fact(body: str, subject: Subject, path: str, line: int) -> Fact:
     if polarity == "negative" and not NEGATION_RE.search(statement):
         raise FactinjectError("a fact with key 'no' must be a negative statement ('X does not ...')",
                               where=path, line=line, fix="rephrase it as 'X does not ...' or give another key")
-    problem = key_problem(key, negative=polarity == "negative")
+    problem = key_problem(key, allow=("no",) if polarity == "negative" else ())
     if problem:
         raise FactinjectError(problem[0], where=path, line=line, fix=problem[1])
     rel_id = slugify(relation)  # never empty: a relation starts with an ASCII letter

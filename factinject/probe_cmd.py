@@ -6,16 +6,20 @@ import hashlib
 import json
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
 
 from factinject.errors import FactinjectError
+from factinject.exam import Exam
 from factinject.rundir import Run, atomic_dir, write_text_atomic
 
-def _probe_inputs(run: Run, manifest: dict, model_name: str, world_limit: int, seed: int, exam_path: Path | None):
+
+def _probe_inputs(run: Run, manifest: dict, model_name: str, world_limit: int, seed: int, exams: Sequence[Exam]):
     from factinject import controls
-    from factinject.probe import build_probe_set, load_exam
+    from factinject.exam import match_fact
+    from factinject.probe import Prompt, build_probe_set
     from factinject.train import read_split
 
     locality = list(controls.control_pools(model_name)["locality"])
@@ -30,17 +34,27 @@ def _probe_inputs(run: Run, manifest: dict, model_name: str, world_limit: int, s
     # Names that contrast training asked about (the replay hash pool) are never probed.
     names = controls.split_other_names(controls.other_names(model_name))[1]
     other_names = random.Random(seed).sample(names, min(40, len(names)))
-    exam = load_exam(exam_path) if exam_path else []
-    return build_probe_set(read_split(run, "train"), read_split(run, "test"), manifest["expand"]["facts"],
+    facts = manifest["expand"]["facts"]
+    exam = [Prompt("exam", q.question, q.answer_key, q.aliases, match_fact(q, facts)) for e in exams for q in e.questions]
+    return build_probe_set(read_split(run, "train"), read_split(run, "test"), facts,
                            locality=locality, retention=retention, other_names=other_names, exam=exam, seed=seed)
 
 
-def _cached_answers(cache_dir: Path, key: dict, questions: list[str], make_generator) -> dict[str, str]:
+def next_step(run: Run) -> str:
+    """What an untrained run's report says instead of an "after" column."""
+    return (f"This run has no trained adapter yet, so only the base model was probed (the 'before' column). "
+            f"Train it with `factinject train --run {run.path}`, then `factinject export --run {run.path} --merged` "
+            f"and `factinject probe --run {run.path}` for the before/after report.")
+
+
+def _cached_answers(cache_dir: Path, key: dict, questions: list[str], make_generator, on_miss=None) -> dict[str, str]:
     """Answers per question; the base model's are cached (they are the same before every probe)."""
     digest = hashlib.sha256(json.dumps({**key, "q": questions}, sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir / f"answers-{key['label']}-{digest}.json"
     if path.exists():
         return json.loads(path.read_text(encoding="utf-8"))
+    if on_miss:
+        on_miss()
     generator = make_generator()
     try:
         answers = dict(zip(questions, generator.answer(questions)))
@@ -70,14 +84,26 @@ def check_template(run: Run, manifest: dict, target_dir: Path, label: str) -> No
                               where=run.manifest_path, fix="re-export the model so its tokenizer and generation config match training")
 
 
-def run_probe(run: Run, *, backend: str = "auto", exam: Path | None = None, bounds_text: str | None = None,
+def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bounds_text: str | None = None,
               world_limit: int = 400, seed: int = 0, allow_pickle: bool = False, trust_remote_code: bool = False,
               model_name: str | None = None) -> dict:
     from rich.console import Console
 
-    from factinject.backends.generators import ModelUnderTest, make_generator, pick_generator
+    from factinject.backends.generators import (
+        ModelUnderTest,
+        make_generator,
+        pick_generator,
+    )
     from factinject.models import resolve_model
-    from factinject.probe import compute_metrics, missed_bounds, parse_bounds, per_fact, regressions
+    from factinject.probe import (
+        answer_rows,
+        compute_metrics,
+        missed_bounds,
+        misses,
+        parse_bounds,
+        per_fact,
+        regressions,
+    )
     from factinject.train import check_data_matches_manifest
 
     console = Console(stderr=True)
@@ -89,7 +115,7 @@ def run_probe(run: Run, *, backend: str = "auto", exam: Path | None = None, boun
         model_name = train_record["recipe"]["model"]["name"]
     model_name = model_name or "testbed"
     ref = resolve_model(model_name)
-    probe = _probe_inputs(run, manifest, model_name, world_limit, seed, exam)
+    probe = _probe_inputs(run, manifest, model_name, world_limit, seed, exams)
     questions = probe.unique_questions()
     chosen = pick_generator(backend)
     lora_rank = train_record["recipe"]["lora"]["r"] if train_record else 16
@@ -98,9 +124,12 @@ def run_probe(run: Run, *, backend: str = "auto", exam: Path | None = None, boun
     cache = run.path / "reports" / ".cache"
 
     def answers_for(target: ModelUnderTest, key: dict) -> dict[str, str]:
-        console.print(f"probe: {len(questions)} prompts through the {target.label} model ({chosen})")
+        # Said only when the model really runs: `run` probes the base model twice, the second time from the cache.
+        def announce():
+            console.print(f"probe: {len(questions)} prompts through the {target.label} model ({chosen})")
+
         return _cached_answers(cache, {**key, "label": target.label, "backend": chosen}, questions,
-                               lambda: make_generator(chosen, target, **opts))
+                               lambda: make_generator(chosen, target, **opts), on_miss=announce)
 
     base_target = ModelUnderTest("base", ref.path, local=ref.local)
     before = answers_for(base_target, {"model": model_name, "identity": (train_record or {}).get("base_model", {})})
@@ -129,17 +158,24 @@ def run_probe(run: Run, *, backend: str = "auto", exam: Path | None = None, boun
         "counts": {k: sum(p.kind == k for p in probe.prompts) for k in sorted({p.kind for p in probe.prompts})},
         "curve": (train_record or {}).get("curve"),
         "best_epoch": (train_record or {}).get("best_epoch"),
+        "stop_reason": (train_record or {}).get("stop_reason"),
+        "max_drift": (train_record or {}).get("recipe", {}).get("stop", {}).get("max_drift"),
+        "exam": [e.record() for e in exams],
+        # Every held-out and exam question the model of this report (tuned, else base) got wrong.
+        "misses": misses(probe, after or before),
+        "next_step": None if after else next_step(run),
         "seconds": None,
     }
     report["missed"] = missed_bounds(report["after"] or report["before"], bounds)
     report["seconds"] = round(time.perf_counter() - started, 2)
-    write_reports(run, report, questions, before, after)
+    write_reports(run, report, answer_rows(probe, before, after))
     run.update_manifest("probe", {"report": "reports/report.json", "tuned": tuned_label, "backend": chosen,
-                                  "after": report["after"], "before": report["before"], "seconds": report["seconds"]})
+                                  "exam": report["exam"], "after": report["after"], "before": report["before"],
+                                  "seconds": report["seconds"]})
     return report
 
 
-def write_reports(run: Run, report: dict, questions: list[str], before: dict, after: dict | None) -> None:
+def write_reports(run: Run, report: dict, rows: list[dict]) -> None:
     from factinject.redact import redact
     from factinject.report import render_html, render_markdown
 
@@ -149,8 +185,8 @@ def write_reports(run: Run, report: dict, questions: list[str], before: dict, af
         (tmp / "report.json").write_text(redact(json.dumps(report, indent=2, ensure_ascii=False) + "\n"), encoding="utf-8")
         (tmp / "report.md").write_text(redact(render_markdown(report)), encoding="utf-8")
         (tmp / "report.html").write_text(redact(render_html(report)), encoding="utf-8")
-        answers = [{"question": q, "before": before[q], "after": after[q] if after else None} for q in questions]
-        (tmp / "answers.jsonl").write_text("".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers), encoding="utf-8")
+        (tmp / "answers.jsonl").write_text(redact("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)),
+                                           encoding="utf-8")
         if cache.exists():  # keep cached base answers across probes
             import shutil
 
@@ -176,7 +212,8 @@ def print_summary(report: dict) -> None:
 @click.option("--backend", type=click.Choice(["auto", "hf", "vllm"]), default="auto", show_default=True,
               help="auto picks vllm when it is importable and a GPU is present.")
 @click.option("--questions", "exam", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Your own exam: JSONL rows with question and answer_key (or expected), optional fact_id.")
+              help="Your own exam: JSONL rows with question and answer_key (or expected), optional fact_id and "
+                   "aliases. Default: <sheet>.exam.jsonl next to each of the run's sheets, if there is one.")
 @click.option("--fail-under", "fail_under", help="Bounds, e.g. recall_heldout=0.9,retention=0.97 (bleed is an upper bound).")
 @click.option("--world-limit", default=400, show_default=True, help="Testbed: held-out world questions to probe.")
 @click.option("--recipe", "recipe_path", type=click.Path(path_type=Path),
@@ -193,6 +230,7 @@ def probe(run_path, backend, exam, fail_under, world_limit, recipe_path, allow_p
     `export --merged`, "after" is the merged model and parity compares it with the
     adapter. Exits with status 1 when a --fail-under bound is missed.
     """
+    from factinject.exam import describe, exams_for
     from factinject.guard import OOM_PROBE_FIX, guarded
     from factinject.models import run_template
     from factinject.recipe import load_recipe
@@ -203,9 +241,15 @@ def probe(run_path, backend, exam, fail_under, world_limit, recipe_path, allow_p
     interrupt = ("interrupted (Ctrl-C); no report was written",
                  "any previous report is intact; run `factinject probe` again (finished answer sets are cached)")
     with guarded(run, "probe", interrupt, oom_fix=OOM_PROBE_FIX), run_template(run, chat_template):
-        report = run_probe(run, backend=backend, exam=exam, bounds_text=fail_under, world_limit=world_limit,
+        sheets = [s["path"] for s in run.manifest().get("expand", {}).get("sheets", [])]
+        exams = exams_for(exam, sheets)
+        if describe(exams):
+            click.echo(describe(exams))
+        report = run_probe(run, backend=backend, exams=exams, bounds_text=fail_under, world_limit=world_limit,
                            allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, model_name=model_name)
     print_summary(report)
+    if report["next_step"]:
+        click.secho(report["next_step"], fg="yellow")
     click.echo(f"report: {run.path / 'reports' / 'report.html'} ({report['seconds']}s)")
     if report["missed"]:
         click.secho("missed bounds: " + "; ".join(report["missed"]), fg="red", err=True)

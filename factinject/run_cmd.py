@@ -17,17 +17,23 @@ from factinject.errors import FactinjectError
 @click.option("--recipe", "recipe_path", type=click.Path(path_type=Path), help="Recipe YAML (default: recipes/testbed-cpu.yaml).")
 @click.option("--seed", default=0, show_default=True, help="Expansion seed.")
 @click.option("--fail-under", "fail_under", help="Bounds for the final probe, e.g. recall_heldout=0.9,retention=0.97.")
+@click.option("--questions", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Your own exam (JSONL: question, answer_key, optional fact_id and aliases), probed before and "
+                   "after. Default: <sheet>.exam.jsonl next to each sheet, if there is one.")
 @click.option("--force", is_flag=True, help="Replace this run's earlier data, adapter and export.")
 @click.option("--chat-template", "chat_template", metavar="default|FILE",
               help="For a base model without a chat template: 'default' (see docs/troubleshooting.md) or a Jinja file.")
-def run(sheets, run_path, recipe_path, seed, fail_under, force, chat_template) -> None:
+def run(sheets, run_path, recipe_path, seed, fail_under, questions, force, chat_template) -> None:
     """Inject the facts of SHEETS and prove it: the whole pipeline in one command.
 
     Prints a before/after table and where the report is, with the time each stage took.
+    With an exam (--questions, or facts/<name>.exam.jsonl next to facts/<name>.md) the
+    report lists every exam question the model missed, with its answer.
     """
     from rich.console import Console
     from rich.table import Table
 
+    from factinject.exam import describe
     from factinject.expand import ExpandConfig
     from factinject.expand_cmd import expand_into_run
     from factinject.export import export_merged
@@ -48,6 +54,9 @@ def run(sheets, run_path, recipe_path, seed, fail_under, force, chat_template) -
         return out
 
     recipe = load_recipe(recipe_path or REPO_RECIPES / "testbed-cpu.yaml")
+    exams = checked_exams(questions, sheets)  # a bad exam fails here, before anything is written
+    if describe(exams):
+        click.echo(describe(exams))
     the_run = Run(run_path or default_run_for(list(sheets)))
     template = read_chat_template(chat_template) if chat_template else None
     go_on = (f"go on stage by stage (`factinject train --run {the_run.path} --resume`, `export --merged`, `probe`), "
@@ -62,12 +71,12 @@ def run(sheets, run_path, recipe_path, seed, fail_under, force, chat_template) -
                 shutil.rmtree(the_run.path / stale, ignore_errors=True)
 
         timed("expand", lambda: expand_into_run(sheets, the_run, ExpandConfig(seed=seed), force=force))
-        timed("probe (before)", lambda: run_probe(the_run, model_name=recipe.model.name))
+        timed("probe (before)", lambda: run_probe(the_run, exams=exams, model_name=recipe.model.name))
         timed("train", lambda: run_training(the_run, recipe, backend=recipe.model.backend, fresh=True))
         if chat_template:
             the_run.update_manifest("chat_template", chat_template_record(chat_template, template))
         timed("export --merged", lambda: export_merged(the_run, force=True))
-        report = timed("probe (after)", lambda: run_probe(the_run, bounds_text=fail_under))
+        report = timed("probe (after)", lambda: run_probe(the_run, exams=exams, bounds_text=fail_under))
     print_summary(report)
     table = Table(title="time per stage", title_justify="left")
     table.add_column("stage")
@@ -80,3 +89,19 @@ def run(sheets, run_path, recipe_path, seed, fail_under, force, chat_template) -
     if report["missed"]:
         click.secho("missed bounds: " + "; ".join(report["missed"]), fg="red", err=True)
         raise SystemExit(1)
+
+
+def checked_exams(questions: Path | None, sheets) -> list:
+    """The run's exams, read and matched against the sheets' facts up front: an exam row
+    naming a fact the sheets do not have fails before hours of training, not after."""
+    from factinject.exam import exams_for, match_fact
+    from factinject.factsheet import read_sheet
+
+    exams = exams_for(questions, sheets)
+    if exams:
+        facts = {f.id: {"subject": sub.name, "aliases": sub.aliases, "answer_key": f.answer_key}
+                 for sheet in map(read_sheet, sheets) for sub in sheet.subjects for f in sub.facts}
+        for exam in exams:
+            for q in exam.questions:
+                match_fact(q, facts)
+    return exams
