@@ -35,7 +35,7 @@ def run(sheets, run_path, recipe_path, seed, fail_under, questions, force, chat_
 
     from factinject.exam import describe
     from factinject.expand import ExpandConfig
-    from factinject.expand_cmd import expand_into_run
+    from factinject.expand_cmd import expand_into_run, warn_if_training_is_long
     from factinject.export import export_merged
     from factinject.guard import OOM_TRAIN_FIX, guarded
     from factinject.models import chat_template_record, read_chat_template
@@ -70,7 +70,8 @@ def run(sheets, run_path, recipe_path, seed, fail_under, questions, force, chat_
             for stale in ("adapter", "merged", "export", "train"):  # a fresh run must not probe an old adapter
                 shutil.rmtree(the_run.path / stale, ignore_errors=True)
 
-        timed("expand", lambda: expand_into_run(sheets, the_run, ExpandConfig(seed=seed), force=force))
+        expansion = timed("expand", lambda: expand_into_run(sheets, the_run, ExpandConfig(seed=seed), force=force))
+        warn_if_training_is_long(expansion, the_run, recipe)
         timed("probe (before)", lambda: run_probe(the_run, exams=exams, model_name=recipe.model.name))
         timed("train", lambda: run_training(the_run, recipe, backend=recipe.model.backend, fresh=True))
         if chat_template:
