@@ -89,39 +89,41 @@ def read_exam(path: str | Path) -> Exam:
 
 def parse_exam_line(line: str, path: str, number: int) -> ExamQuestion:
     """One JSONL row -> ExamQuestion. Pure; every error names the file and the line."""
-    def fail(what: str, fix: str = f"write e.g. {EXAMPLE}") -> FactinjectError:
-        return FactinjectError(what, where=path, line=number, fix=fix)
-
+    at = {"where": path, "line": number}
+    example = f"write e.g. {EXAMPLE}"
     try:
         row = json.loads(line)
     except json.JSONDecodeError as err:
-        raise fail(f"not valid JSON ({err.msg})", f"one JSON object per line: {EXAMPLE}") from None
+        raise FactinjectError(f"not valid JSON ({err.msg})", **at, fix=f"one JSON object per line: {EXAMPLE}") from None
     if not isinstance(row, dict):
-        raise fail(f"an exam row must be a JSON object, not {type(row).__name__}")
+        raise FactinjectError(f"an exam row must be a JSON object, not {type(row).__name__}", **at, fix=example)
     for name in row:
         if name not in FIELDS:
             close = difflib.get_close_matches(name, FIELDS, n=1)
-            raise fail(f"unknown field {name!r} in an exam row",
-                       f"did you mean {close[0]!r}? " if close else f"the fields are {', '.join(FIELDS)}")
+            raise FactinjectError(f"unknown field {name!r} in an exam row", **at,
+                                  fix=f"did you mean {close[0]!r}?" if close else f"the fields are {', '.join(FIELDS)}")
     if "answer_key" in row and "expected" in row:
-        raise fail("an exam row gives both 'answer_key' and 'expected'", "keep one of them (they mean the same)")
+        raise FactinjectError("an exam row gives both 'answer_key' and 'expected'", **at,
+                              fix="keep one of them (they mean the same)")
     key = row.get("answer_key", row.get("expected"))
     question = row.get("question")
     if not isinstance(question, str) or not question.strip() or key is None:
-        raise fail("a row needs 'question' and 'answer_key' (or 'expected')")
+        raise FactinjectError("a row needs 'question' and 'answer_key' (or 'expected')", **at, fix=example)
     if isinstance(key, bool) or not isinstance(key, (str, int, float)) or not str(key).strip():
-        raise fail(f"the answer key must be a non-empty string, not {json.dumps(key)}")
+        raise FactinjectError(f"the answer key must be a non-empty string, not {json.dumps(key)}", **at, fix=example)
     aliases = row.get("aliases", [])
     if not isinstance(aliases, list) or not all(isinstance(a, str) and a.strip() for a in aliases):
-        raise fail("'aliases' must be a list of non-empty strings", 'write e.g. "aliases": ["MIT license", "MIT"]')
+        raise FactinjectError("'aliases' must be a list of non-empty strings", **at,
+                              fix='write e.g. "aliases": ["MIT license", "MIT"]')
     for candidate in (str(key), *aliases):
         problem = key_problem(candidate, allow=YES_NO)
         if problem:
-            raise fail(problem[0], problem[1])
+            raise FactinjectError(problem[0], **at, fix=problem[1])
     fact_id = row.get("fact_id")
     if fact_id is not None and (not isinstance(fact_id, str) or not FACT_ID_RE.match(fact_id)):
-        raise fail(f"fact_id {json.dumps(fact_id)} is not a fact id", "write '<subject id>/<relation id>', e.g. "
-                   "\"tinyllm/license\" (the ids are in the run's manifest.json and the report's per-fact table)")
+        raise FactinjectError(f"fact_id {json.dumps(fact_id)} is not a fact id", **at,
+                              fix="write '<subject id>/<relation id>', e.g. \"tinyllm/license\" (the ids are in the "
+                                  "run's manifest.json and the report's per-fact table)")
     return ExamQuestion(question.strip(), str(key).strip(), tuple(a.strip() for a in aliases), fact_id, path, number)
 
 
