@@ -64,6 +64,23 @@ def _cached_answers(cache_dir: Path, key: dict, questions: list[str], make_gener
     return answers
 
 
+def base_model_key(model_name: str, ref) -> dict:
+    """What the base model's cached answers depend on: the model's files and the chat
+    template supplied to it. The same before and after training, so `run`'s second probe
+    reuses the first one's base answers instead of generating them again."""
+    from factinject.models import supplied_template
+
+    files = {}
+    if ref.local:
+        root = Path(ref.path)
+        for path in sorted(root.glob("*.safetensors")) + sorted(root.glob("*.json")) + sorted(root.glob("*.jinja")):
+            with open(path, "rb") as fh:  # size + first MB: cheap, and changes whenever the file does in practice
+                files[path.name] = [path.stat().st_size, hashlib.sha256(fh.read(1 << 20)).hexdigest()]
+    template = supplied_template()
+    return {"model": model_name, "path": ref.path, "files": files,
+            "template": hashlib.sha256(template.encode("utf-8")).hexdigest() if template else None}
+
+
 def check_template(run: Run, manifest: dict, target_dir: Path, label: str) -> None:
     """The probe must format prompts exactly as training did."""
     from factinject.models import ModelRef, load_tokenizer, template_sha256
@@ -132,7 +149,7 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
                                lambda: make_generator(chosen, target, **opts), on_miss=announce)
 
     base_target = ModelUnderTest("base", ref.path, local=ref.local)
-    before = answers_for(base_target, {"model": model_name, "identity": (train_record or {}).get("base_model", {})})
+    before = answers_for(base_target, base_model_key(model_name, ref))
     after = parity = None
     tuned_label = None
     adapter_dir, merged_dir = run.path / "adapter", run.path / "merged"

@@ -89,3 +89,12 @@ def test_the_estimate_never_imports_torch(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "HEAVY:\n" in out.stdout, out.stdout
     assert WARN_ABOVE_SECONDS == 600
+
+
+def test_no_estimate_for_models_whose_cost_was_not_measured(tmp_path):
+    from factinject.estimate import training_warning
+
+    recipe = load_recipe(REPO_RECIPES / "testbed-cpu.yaml")
+    assert training_warning(20_000, 2_000, 300, tmp_path, recipe) is not None
+    other = recipe.with_overrides(**{"model.name": "unsloth/Llama-3.1-8B-Instruct-bnb-4bit"})
+    assert training_warning(20_000, 2_000, 300, tmp_path, other) is None
