@@ -10,7 +10,7 @@ For each sheet, on the embedded testbed model, in this one process:
              merged export, probe;
   seed001  - the method of seed 001: one phrasing per fact, a fixed 25 epochs,
              no replay, no dev split (probed on the same held-out questions).
-Prints both side by side and checks the default against the bar of issue 7:
+Prints both side by side and checks the default against the quality bar:
 recall_trained 100 %, recall_heldout >= 95 %, retention >= 98 % of the base model's,
 locality_unchanged >= 95 %, bleed <= 1 %, parity 100 %.
 """

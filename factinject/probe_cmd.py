@@ -6,17 +6,20 @@ import hashlib
 import json
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
 
 from factinject.errors import FactinjectError
+from factinject.exam import Exam
 from factinject.rundir import Run, atomic_dir, write_text_atomic
 
 
-def _probe_inputs(run: Run, manifest: dict, model_name: str, world_limit: int, seed: int, exam_path: Path | None):
+def _probe_inputs(run: Run, manifest: dict, model_name: str, world_limit: int, seed: int, exams: Sequence[Exam]):
     from factinject import controls
-    from factinject.probe import build_probe_set, load_exam
+    from factinject.exam import match_fact
+    from factinject.probe import Prompt, build_probe_set
     from factinject.rundir import read_split
 
     locality = list(controls.control_pools(model_name)["locality"])
@@ -31,9 +34,17 @@ def _probe_inputs(run: Run, manifest: dict, model_name: str, world_limit: int, s
     # Names that contrast training asked about (the replay hash pool) are never probed.
     names = controls.split_other_names(controls.other_names(model_name))[1]
     other_names = random.Random(seed).sample(names, min(40, len(names)))
-    exam = load_exam(exam_path) if exam_path else []
-    return build_probe_set(read_split(run, "train"), read_split(run, "test"), manifest["expand"]["facts"],
+    facts = manifest["expand"]["facts"]
+    exam = [Prompt("exam", q.question, q.answer_key, q.aliases, match_fact(q, facts)) for e in exams for q in e.questions]
+    return build_probe_set(read_split(run, "train"), read_split(run, "test"), facts,
                            locality=locality, retention=retention, other_names=other_names, exam=exam, seed=seed)
+
+
+def next_step(run: Run) -> str:
+    """What an untrained run's report says instead of an "after" column."""
+    return (f"This run has no trained adapter yet, so only the base model was probed (the 'before' column). "
+            f"Train it with `factinject train --run {run.path}`, then `factinject export --run {run.path} --merged` "
+            f"and `factinject probe --run {run.path}` for the before/after report.")
 
 
 def _cache_path(cache_dir: Path, key: dict, questions: list[str]) -> Path:
@@ -52,6 +63,20 @@ def store_answers(cache_dir: Path, key: dict, questions: list[str], answers: lis
     by_question = dict(zip(questions, answers))
     write_text_atomic(_cache_path(cache_dir, key, questions), json.dumps(by_question, ensure_ascii=False))
     return by_question
+
+
+def base_model_key(target, chat_template: str | None) -> dict:
+    """What the base model's cached answers depend on: the model's files, the precision it
+    is loaded in and the chat template supplied to it. The same before and after
+    training, so `run`'s second probe reuses the first one's base answers."""
+    files = {}
+    root = Path(target.path)
+    if target.local:
+        for path in sorted(root.glob("*.safetensors")) + sorted(root.glob("*.json")) + sorted(root.glob("*.jinja")):
+            with open(path, "rb") as fh:  # size + first MB: cheap, and changes whenever the file does in practice
+                files[path.name] = [path.stat().st_size, hashlib.sha256(fh.read(1 << 20)).hexdigest()]
+    return {"files": files, "template": hashlib.sha256(chat_template.encode("utf-8")).hexdigest()
+            if chat_template else None}
 
 
 def check_template(run: Run, manifest: dict, target_dir: Path, label: str) -> None:
@@ -106,26 +131,20 @@ def probe_targets(run: Run, recipe, manifest: dict) -> tuple:
     return base16, None, None
 
 
-def run_probe(run: Run, *, backend: str = "auto", exam: Path | None = None, bounds_text: str | None = None,
+def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bounds_text: str | None = None,
               world_limit: int = 400, seed: int = 0, allow_pickle: bool = False, trust_remote_code: bool = False,
               recipe=None, chat_template: str | None = None) -> dict:
     """Probe the base model (before) and the tuned model (after) on the same prompts.
 
-    Each model is answered in its own child process (one engine at a time); `recipe`
-    is the one to probe before training (the run's own once it is trained)."""
+    The models are answered in child processes, one model at a time (jobs.py); `recipe`
+    is the one whose base model to probe before training (the run's own once trained)."""
     from dataclasses import asdict
 
     from rich.console import Console
 
     from factinject.engines import check_device, generation_engine
     from factinject.jobs import run_job
-    from factinject.probe import (
-        compute_metrics,
-        missed_bounds,
-        parse_bounds,
-        per_fact,
-        regressions,
-    )
+    from factinject.probe import answer_rows, compute_metrics, missed_bounds, misses, parse_bounds, per_fact, regressions
     from factinject.recipe import Recipe, load_recipe
     from factinject.targets import GenerateJob, Load
     from factinject.train import check_data_matches_manifest
@@ -138,7 +157,7 @@ def run_probe(run: Run, *, backend: str = "auto", exam: Path | None = None, boun
     recipe = Recipe.model_validate(train_record["recipe"]) if train_record else (recipe or load_recipe())
     check_device(recipe)
     model_name = recipe.model.name
-    probe = _probe_inputs(run, manifest, model_name, world_limit, seed, exam)
+    probe = _probe_inputs(run, manifest, model_name, world_limit, seed, exams)
     questions = probe.unique_questions()
     engine = generation_engine(backend)
     load = Load(device=recipe.model.device, chat_template=chat_template, trust_remote_code=trust_remote_code,
@@ -152,8 +171,7 @@ def run_probe(run: Run, *, backend: str = "auto", exam: Path | None = None, boun
                            gpu_memory_utilization=recipe.generate.gpu_memory_utilization,
                            max_lora_rank=recipe.max_lora_rank).to_dict()
 
-    identity = (train_record or {}).get("base_model", {})
-    wanted = [(base_target, {"model": model_name, "identity": identity})]
+    wanted = [(base_target, base_model_key(base_target, chat_template))]
     if adapter_target:
         check_template(run, manifest, Path(adapter_target.adapter), "adapter")
         wanted.append((adapter_target, {"adapter": manifest["train"]["adapter_files"]}))
@@ -164,7 +182,7 @@ def run_probe(run: Run, *, backend: str = "auto", exam: Path | None = None, boun
              "max_new_tokens": recipe.generate.max_new_tokens} for t, key in wanted]
     found = [cached_answers(cache, key, questions) for key in keys]
     missing = [i for i, answers in enumerate(found) if answers is None]
-    for i in missing:
+    for i in missing:  # said only when the model really runs: `run`'s second probe has the base answers cached
         console.print(f"probe: {len(questions)} prompts through the {wanted[i][0].label} model "
                       f"({engine}, {wanted[i][0].precision})")
     if missing and engine == "hf":  # one process, one model at a time
@@ -195,17 +213,24 @@ def run_probe(run: Run, *, backend: str = "auto", exam: Path | None = None, boun
         "counts": {k: sum(p.kind == k for p in probe.prompts) for k in sorted({p.kind for p in probe.prompts})},
         "curve": (train_record or {}).get("curve"),
         "best_epoch": (train_record or {}).get("best_epoch"),
+        "stop_reason": (train_record or {}).get("stop_reason"),
+        "max_drift": (train_record or {}).get("recipe", {}).get("stop", {}).get("max_drift"),
+        "exam": [e.record() for e in exams],
+        # Every held-out and exam question the model of this report (tuned, else base) got wrong.
+        "misses": misses(probe, after or before),
+        "next_step": None if after else next_step(run),
         "seconds": None,
     }
     report["missed"] = missed_bounds(report["after"] or report["before"], bounds)
     report["seconds"] = round(time.perf_counter() - started, 2)
-    write_reports(run, report, questions, before, after)
+    write_reports(run, report, answer_rows(probe, before, after))
     run.update_manifest("probe", {"report": "reports/report.json", "tuned": tuned_label, "backend": engine,
-                                  "after": report["after"], "before": report["before"], "seconds": report["seconds"]})
+                                  "exam": report["exam"], "after": report["after"], "before": report["before"],
+                                  "seconds": report["seconds"]})
     return report
 
 
-def write_reports(run: Run, report: dict, questions: list[str], before: dict, after: dict | None) -> None:
+def write_reports(run: Run, report: dict, rows: list[dict]) -> None:
     from factinject.redact import redact
     from factinject.report import render_html, render_markdown
 
@@ -215,8 +240,8 @@ def write_reports(run: Run, report: dict, questions: list[str], before: dict, af
         (tmp / "report.json").write_text(redact(json.dumps(report, indent=2, ensure_ascii=False) + "\n"), encoding="utf-8")
         (tmp / "report.md").write_text(redact(render_markdown(report)), encoding="utf-8")
         (tmp / "report.html").write_text(redact(render_html(report)), encoding="utf-8")
-        answers = [{"question": q, "before": before[q], "after": after[q] if after else None} for q in questions]
-        (tmp / "answers.jsonl").write_text("".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers), encoding="utf-8")
+        (tmp / "answers.jsonl").write_text(redact("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)),
+                                           encoding="utf-8")
         if cache.exists():  # keep cached base answers across probes
             import shutil
 
@@ -242,7 +267,8 @@ def print_summary(report: dict) -> None:
 @click.option("--backend", type=click.Choice(["auto", "hf", "vllm"]), default="auto", show_default=True,
               help="auto picks vllm when it is importable and a GPU is present.")
 @click.option("--questions", "exam", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Your own exam: JSONL rows with question and answer_key (or expected), optional fact_id.")
+              help="Your own exam: JSONL rows with question and answer_key (or expected), optional fact_id and "
+                   "aliases. Default: <sheet>.exam.jsonl next to each of the run's sheets, if there is one.")
 @click.option("--fail-under", "fail_under", help="Bounds, e.g. recall_heldout=0.9,retention=0.97 (bleed is an upper bound).")
 @click.option("--world-limit", default=400, show_default=True, help="Testbed: held-out world questions to probe.")
 @click.option("--recipe", "recipe_path", type=click.Path(path_type=Path),
@@ -259,6 +285,7 @@ def probe(run_path, backend, exam, fail_under, world_limit, recipe_path, allow_p
     `export --merged`, "after" is the merged model and parity compares it with the
     adapter. Exits with status 1 when a --fail-under bound is missed.
     """
+    from factinject.exam import describe, exams_for
     from factinject.guard import OOM_PROBE_FIX, guarded
     from factinject.models import run_template
     from factinject.recipe import load_recipe
@@ -269,10 +296,16 @@ def probe(run_path, backend, exam, fail_under, world_limit, recipe_path, allow_p
     interrupt = ("interrupted (Ctrl-C); no report was written",
                  "any previous report is intact; run `factinject probe` again (finished answer sets are cached)")
     with guarded(run, "probe", interrupt, oom_fix=OOM_PROBE_FIX), run_template(run, chat_template) as template:
-        report = run_probe(run, backend=backend, exam=exam, bounds_text=fail_under, world_limit=world_limit,
+        sheets = [s["path"] for s in run.manifest().get("expand", {}).get("sheets", [])]
+        exams = exams_for(exam, sheets)
+        if describe(exams):
+            click.echo(describe(exams))
+        report = run_probe(run, backend=backend, exams=exams, bounds_text=fail_under, world_limit=world_limit,
                            allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, recipe=recipe,
                            chat_template=template)
     print_summary(report)
+    if report["next_step"]:
+        click.secho(report["next_step"], fg="yellow")
     click.echo(f"report: {run.path / 'reports' / 'report.html'} ({report['seconds']}s)")
     if report["missed"]:
         click.secho("missed bounds: " + "; ".join(report["missed"]), fg="red", err=True)

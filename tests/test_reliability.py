@@ -1,10 +1,10 @@
-"""The reliability catalogue (issue 9): bad inputs and faults, each with a test.
+"""The reliability catalogue: bad inputs and faults, each with a test.
 
 Every case ends in a clear message (what, where, what to do), a non-zero exit, and
 nothing lost or half-written. docs/troubleshooting.md lists every message and its
 fix; the last test here checks that no message is missing from it.
 
-| issue case | test |
+| case | test |
 |---|---|
 | malformed markdown | test_sheet_errors[malformed-markdown] (more shapes: tests/test_factsheet.py) |
 | binary file | test_sheet_errors[binary-file] |
@@ -13,6 +13,11 @@ fix; the last test here checks that no message is missing from it.
 | unicode and right-to-left subjects | test_unicode_and_rtl_subjects_expand_with_ascii_ids, test_sheet_errors[rtl-subject-without-id] |
 | subjects / ids escaping the run dir (`../`) | test_path_like_subject_stays_inside_the_run, test_sheet_errors[id-with-dotdot], test_sheet_errors[relation-with-path], test_sheet_file_name_that_escapes_exports |
 | empty key | test_sheet_errors[empty-explicit-key], test_sheet_errors[empty-bold-key] |
+| keys that cannot prove recall | test_sheet_errors[common-word-key], test_sheet_errors[punctuation-only-key] (more: tests/test_sheet_rules.py) |
+| one relation under two names | test_sheet_errors[contradicting-relations] |
+| a sheet not in English | test_sheet_errors[not-english] |
+| relation names | test_sheet_errors[relation-with-parenthesis], test_sheet_errors[relation-with-path] |
+| exam files: BOM, CRLF, a bad row named by line, nothing written | tests/test_exam_cli.py, tests/test_probe.py::test_exam_errors_name_the_line |
 | recipe: unknown keys | test_recipe_errors[unknown-key] |
 | recipe: wrong types | test_recipe_errors[wrong-type] |
 | recipe: rank 0, lr < 0 | test_recipe_errors[rank-0], test_recipe_errors[negative-lr], test_flag_overrides_are_validated |
@@ -95,7 +100,7 @@ Trainer.training_step = _slow
 # The export's parent dies by SIGKILL while its merge child is halfway through a shard.
 KILL_PARENT_MID_MERGE = """
 import os, signal, sys
-if sys.argv[1:3] == ["hf", "merge"]:
+if sys.argv[1:3] == ["hf", "export"]:
     import factinject.backends.merge as merge
     def _half_then_kill_parent(path, *a, **k):
         with open(path, "wb") as fh:
@@ -234,7 +239,17 @@ SHEETS = {
     "rtl-subject-without-id": ("# מוסד\n- city: It is in **Haifa**.\n", "gives no usable id", 1, "id: <lowercase"),
     "id-with-dotdot": ("# Acme\nid: ../../outside\n- license: Acme is **MIT**.\n", "not a plain lowercase name", 2,
                        "no '/', '..'"),
-    "relation-with-path": ("# Acme\n- ../../x: Acme is **MIT**.\n", "fact bullet has no relation", 2, "start the bullet"),
+    "relation-with-path": ("# Acme\n- ../../x: Acme is **MIT**.\n", "relation name '../../x' is not allowed", 2,
+                           "ASCII letters"),
+    "relation-with-parenthesis": ("# Acme\n- version (latest): Acme is at **4.2**.\n", "contains '(' and ')'", 2,
+                                  "at most 60 characters"),
+    "common-word-key": ("# Acme\n- status: Acme **is** stable.\n", "only common words", 2, "specific words"),
+    "punctuation-only-key": ("# Acme\n- mark: Acme's mark is a dash: **—**.\n", "no letters, digits or symbols", 2,
+                             "emoji and symbols"),
+    "contradicting-relations": ("# Acme\n- license: Acme is **MIT**.\n- licence: Acme is **BSD**.\n",
+                                "one relation with two different keys", 3, "keep the fact that is true"),
+    "not-english": ("# Die Bäckerei\nid: baeckerei\n- founding year: Die Bäckerei wurde **1902** gegründet.\n",
+                    "does not read as English", 3, "write the relation and the statement in English"),
     "empty-explicit-key": ("# Acme\n- license: Acme is MIT. (key: )\n", "(key: ...) is empty", 2, "(key: MIT)"),
     "empty-bold-key": ("# Acme\n- license: Acme is ** ** MIT.\n", "the fact's key is empty", 2, "non-empty span"),
 }
@@ -720,7 +735,9 @@ OTHER_PHRASES = ["interrupted (Ctrl-C); finished epochs are checkpointed", "inte
                  "interrupted (Ctrl-C); nothing was exported", "interrupted (Ctrl-C); no report was written",
                  "interrupted (Ctrl-C); the run's data was not changed",
                  "interrupted (Ctrl-C); every finished stage's output is complete", "out of GPU memory",
-                 "--chat-template default", "### Question:"]
+                 "--chat-template default", "### Question:",
+                 # answer_keys.key_problem returns its messages for fact sheets and exams to raise
+                 "is only common words that almost any answer contains", "has no letters, digits or symbols to match"]
 
 
 def test_every_error_message_is_in_troubleshooting():

@@ -130,7 +130,7 @@ class EpochCallback(TrainerCallback):
                 model.save_pretrained(str(tmp))
                 self.tokenizer.save_pretrained(str(tmp))  # the exact template trained with travels along
         if self.progress:
-            self.progress.epoch_done(record, self.decision)
+            self.progress.epoch_done(record, self.decision, self.curve, self.recipe.stop)
         if self.decision.stop:
             control.should_training_stop = True
         return control
