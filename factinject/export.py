@@ -283,11 +283,7 @@ def merged_size(source, dtype: str) -> int | None:
     """Bytes the merged weights will take (for a full disk's message); None for a hub model."""
     if not source.local:
         return None
-    from factinject.backends.merge import (  # reads headers only, no torch
-        FLOAT_DTYPES,
-        Checkpoint,
-        nbytes,
-    )
+    from factinject.checkpoint import FLOAT_DTYPES, Checkpoint, nbytes  # reads headers only, no torch
 
     checkpoint = Checkpoint(Path(source.path))
     return sum(nbytes(shape, dtype if src in FLOAT_DTYPES else src)

@@ -16,7 +16,7 @@ LABELS = {
     "locality_unchanged": "locality (answers unchanged)",
     "retention": "retention (known answers)",
     "bleed": "bleed (lower is better)",
-    "parity": "parity (adapter = merged)",
+    "parity": "parity (adapter as trained = merged)",
     "exam": "your exam",
 }
 
@@ -82,6 +82,28 @@ def curve_reason(report: dict) -> str:
     return text + (f"; training stopped: {report['stop_reason']}." if report.get("stop_reason") else ".")
 
 
+def parity_lines(report: dict) -> list[str]:
+    """The merged export's two parity figures (export.py), as sentences."""
+    parity = report.get("export_parity")
+    if not parity:
+        return []
+    exact, quant = parity["exactness"], parity.get("quantization")
+    weights = exact.get("weights") or {}
+    lines = [f"Exactness: the merge against the adapter on the same 16-bit base: {exact['identical']}/{exact['n']} "
+             f"identical greedy answers" + (f", {exact['near_ties']} more apart only at a near-tie" if exact["near_ties"]
+                                            else "")
+             + f"; largest logit difference {exact['max_logit_diff']:.3g} ({exact['dtype']} weights, "
+               f"{exact['arithmetic']} arithmetic)"
+             + (f"; merged weights within {weights['max_ulps']:.3g} units of {exact['dtype']} precision of PEFT's "
+                f"merge" if weights else "") + "."]
+    if quant:
+        lines.append(f"Quantization: the adapter on the 4-bit base it was trained on against this 16-bit merge: "
+                     f"{fmt_share(quant['agreement'])} identical answers; fact recall {fmt_share(quant['recall_4bit'])} "
+                     f"(4-bit) and {fmt_share(quant['recall_merged'])} (merged), a drop of {quant['recall_drop']:.1%} "
+                     f"(bound {quant['max_recall_drop']:.0%}).")
+    return lines
+
+
 def render_markdown(report: dict) -> str:
     after = report.get("after")
     tuned = report["model"].get("tuned") or "not trained yet"
@@ -102,6 +124,8 @@ def render_markdown(report: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if report.get("missed"):
         lines += ["", "**Missed bounds:** " + "; ".join(report["missed"])]
+    if parity_lines(report):
+        lines += ["", "## Merged export parity", ""] + [f"- {line}" for line in parity_lines(report)]
     kinds = fact_kinds(report)
     columns = [f"{KIND_NAMES[k]} {side}" for k in kinds for side in ("before", "after")]
     lines += ["", "## Per fact", "", "| fact | key | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
@@ -275,6 +299,8 @@ probe backend {e(report['backend'])}. Bars: before (grey) and after (blue); whis
 {note}{exam}{missed}
 <h2>Before and after</h2>{_bar_chart(report)}
 <table><tr><th>metric</th><th>before</th><th>after</th>{'<th>bound</th>' if bounds else ''}</tr>{summary}</table>
+{"<h2>Merged export parity</h2><ul>" + "".join(f"<li>{e(t)}</li>" for t in parity_lines(report)) + "</ul>"
+ if parity_lines(report) else ""}
 {curve}
 <h2>Per fact</h2><table><tr><th>fact</th><th>key</th>{fact_head}</tr>{''.join(fact_rows)}</table>
 {_misses_html(report)}

@@ -104,6 +104,8 @@ def test_recipe_trains_merges_and_probes_on_its_fixture(recipe_name, workdir, mo
     assert (parity["quantization"] is not None) == recipe["model"]["load_in_4bit"]
     report = json.loads((run / "reports" / "report.json").read_text())
     assert report["model"]["tuned"] == "merged" and report["export_parity"] == parity
+    markdown = (run / "reports" / "report.md").read_text()
+    assert "Exactness:" in markdown and ("Quantization:" in markdown) == recipe["model"]["load_in_4bit"]
     assert report["after"]["recall_trained"]["n"] > 0
     # Answers stop at the end of turn: no marker leaks into an answer.
     markers = [merged_tok.convert_ids_to_tokens(t) for t in eot]

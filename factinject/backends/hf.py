@@ -186,7 +186,7 @@ def compare_weights(reference, merged_dir: Path) -> dict:
     round once or twice)."""
     import torch
 
-    from factinject.backends.merge import Checkpoint
+    from factinject.checkpoint import Checkpoint
 
     exported = Checkpoint(merged_dir)
     state = reference.state_dict()
@@ -281,7 +281,7 @@ def local_weights(name: str, local: bool) -> Path:
 
 class _tensor_progress:
     def __init__(self, base_dir: Path):
-        from factinject.backends.merge import Checkpoint
+        from factinject.checkpoint import Checkpoint
 
         self.total = len(Checkpoint(base_dir).output_keys())
 
