@@ -111,3 +111,31 @@ def test_recipe_trains_merges_and_probes_on_its_fixture(recipe_name, workdir, mo
     markers = [merged_tok.convert_ids_to_tokens(t) for t in eot]
     answers = [json.loads(line) for line in (run / "reports" / "answers.jsonl").read_text().splitlines()]
     assert not [a for a in answers if any(m in (a["after"] or "") for m in markers)]
+
+
+def test_replay_keeps_whole_answers_only(workdir):
+    """A base answer that does not end within generate.max_new_tokens is left out of replay
+    and contrast, never trained cut: cut answers ending in end-of-turn teach a chat model
+    to stop mid-sentence."""
+    from factinject.backends.epochs import base_answers
+    from factinject.backends.hf_generate import generate
+    from factinject.backends.loading import load_model
+    from factinject.recipe import load_recipe
+    from factinject.rundir import Run
+    from factinject.targets import Load, ModelUnderTest
+    from factinject.train import build_job
+
+    (workdir / "zorblat.md").write_text(SHEET)
+    invoke("expand", "zorblat.md", "--per-family", 2)
+    recipe = load_recipe("fixtures/llama-3.1-8b-instruct").with_overrides(**{"generate.max_new_tokens": 12})
+    job = build_job(Run(workdir / "exports" / "zorblat"), recipe, resume=False, allow_pickle=False,
+                    trust_remote_code=False)
+    model, tokenizer, _ = load_model(ModelUnderTest("base", job.model_path, load_in_4bit=True, dtype="bfloat16"), Load())
+    reference = base_answers(model, tokenizer, job, workdir / "cache.json")
+    asked = job.replay_prompts + job.contrast_prompts
+    answers, finished = generate(model, tokenizer, [[{"role": "user", "content": q}] for q in asked],
+                                 max_new_tokens=12)
+    whole = {(q, a) for q, a, done in zip(asked, answers, finished) if done}
+    assert reference.unfinished == finished.count(False) > 0, "12 tokens should cut some answers"
+    assert set(reference.replay) | set(reference.contrast) <= whole
+    assert len(reference.replay) + len(reference.contrast) == len(whole)
