@@ -107,7 +107,9 @@ def _outcome(engine: str, operation: str, code: int, result_file: Path) -> dict:
         import torch  # a GPU job ran, so torch is installed; the CLI's guard turns this into its message
 
         raise torch.OutOfMemoryError(error.get("message") or "CUDA out of memory")
-    detail = error.get("message") or f"exit code {code}"
+    detail = error.get("message") or (
+        "it was killed (SIGKILL: the system may have run out of memory)" if code == -signal.SIGKILL
+        else f"exit code {code}")
     raise ChildFailed(f"the {engine} engine's {operation} process failed: {detail}",
                       fix="read the output above; if it is a bug, report it with the run's manifest.json")
 

@@ -25,7 +25,7 @@ from factinject.train import TrainJob
 def train(data: dict) -> dict:
     import torch
 
-    from factinject.backends.loading import load_model
+    from factinject.backends.loading import load_model, torch_dtype
     from factinject.backends.sft import run_sft
     from factinject.models import ModelRef, model_identity
 
@@ -46,7 +46,8 @@ def train(data: dict) -> dict:
         # gradient checkpointing (the activations of a 7-8B model would not fit 24 GB).
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=device == "cuda")
     identity = model_identity(ModelRef(job.model_name, job.model_path, job.model_local), tokenizer)
-    compute = model.get_input_embeddings().weight.dtype if device == "cuda" else torch.float32
+    # Mixed precision on a GPU as the recipe says; on a CPU the model trains in the dtype it was loaded in.
+    compute = torch_dtype(recipe.model.dtype, device) if device == "cuda" else torch.float32
     result = run_sft(job, model, tokenizer, engine="hf", base_identity=identity, use_cpu=device == "cpu",
                      bf16=compute == torch.bfloat16, fp16=compute == torch.float16)
     return asdict(result)
