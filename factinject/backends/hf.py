@@ -1,12 +1,14 @@
 """The hf engine: transformers + PEFT + TRL (+ bitsandbytes for 4-bit), CPU or CUDA.
 
 Entry points, each run in a job's child process (jobs.py) on a JSON job:
-  train     LoRA on a 16-bit base, or QLoRA on a 4-bit NF4 base (quantized on load,
-            or a pre-quantized -bnb-4bit checkpoint); the baseline Unsloth is measured against
-  merge     the adapter merged into 16-bit weights, shard by shard (merge.py)
-  generate  greedy answers of one model (base, base + adapter, or a merged export)
-  parity    answers of several models to the same prompts, one model at a time, and
-            the largest logit difference between the first two
+  train          LoRA on a 16-bit base, or QLoRA on a 4-bit NF4 base (quantized on load,
+                 or a pre-quantized -bnb-4bit checkpoint); the baseline Unsloth is measured against
+  merge          the adapter merged into 16-bit weights, shard by shard (merge.py)
+  generate       greedy answers of one model (base, base + adapter, or a merged export)
+  generate_each  several of those in turn, one model loaded at a time
+  parity         answers of several models to the same prompts, one model at a time; the
+                 first two compared token by token, and the merged weights against PEFT's merge
+  export         merge, then parity, in one process
 """
 
 from __future__ import annotations
@@ -119,9 +121,6 @@ def generate(data: dict) -> dict:
             "generate_seconds": round(time.perf_counter() - loaded, 2)}
 
 
-TOP_K = 8  # logits compared per position: the tokens greedy decoding could pick
-
-
 def generate_each(data: dict) -> dict:
     """Several generate jobs in turn in this one process, one model loaded at a time
     (saves starting a process per model when a probe needs base, adapter and merge)."""
@@ -138,6 +137,9 @@ def export(data: dict) -> dict:
     """The merge, then the parity check of what it wrote: one process for the whole export."""
     merged = merge(data["merge"])
     return {"merge": merged, "parity": parity(data["parity"])}
+
+
+TOP_K = 8  # logits compared per position: the tokens greedy decoding could pick
 
 
 def parity(data: dict) -> dict:
