@@ -53,3 +53,9 @@ def generation_engine(name: str) -> str:
     if name == "auto":
         return "vllm" if installed("vllm") and cuda_available() else "hf"
     return name
+
+
+def engine_for(target, engine: str) -> str:
+    """The engine that answers `target` when `engine` was asked for: vLLM has no
+    bitsandbytes support, so a 4-bit NF4 model (or its dequantized copy) goes to hf."""
+    return "hf" if engine == "vllm" and target.load_in_4bit else engine
