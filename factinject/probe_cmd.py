@@ -100,18 +100,33 @@ def probe_targets(run: Run, recipe, manifest: dict) -> tuple:
     return base16, None, None
 
 
+def engine_agreement(engine: str, reference: str, answers: dict[str, tuple[dict, dict]]) -> dict:
+    """Per model, the share of prompts whose greedy answers are identical under `engine`
+    and `reference`, and every prompt where they are not."""
+    from factinject.scoring import share
+
+    targets, agree, total = {}, 0, 0
+    for label, (ours, theirs) in answers.items():
+        differ = [{"question": q, engine: a, reference: theirs[q]} for q, a in ours.items() if a != theirs[q]]
+        targets[label] = {**share(len(ours) - len(differ), len(ours)), "disagreements": differ}
+        agree, total = agree + len(ours) - len(differ), total + len(ours)
+    return {"engine": engine, "reference": reference, "overall": share(agree, total), "models": targets}
+
+
 def run_probe(run: Run, *, backend: str = "auto", exam: Path | None = None, bounds_text: str | None = None,
               world_limit: int = 400, seed: int = 0, allow_pickle: bool = False, trust_remote_code: bool = False,
-              recipe=None, chat_template: str | None = None) -> dict:
+              recipe=None, chat_template: str | None = None, compare_with: str | None = None) -> dict:
     """Probe the base model (before) and the tuned model (after) on the same prompts.
 
-    Each model is answered in its own child process (one engine at a time); `recipe`
-    is the one to probe before training (the run's own once it is trained)."""
+    Each model is answered in its own child process, one after the other, so two
+    engines are never loaded at once; `recipe` is the one to probe before training
+    (the run's own once it is trained). With `compare_with`, every model is also
+    answered by that engine, and the report lists where the two engines disagree."""
     from dataclasses import asdict
 
     from rich.console import Console
 
-    from factinject.engines import check_device, generation_engine
+    from factinject.engines import check_device, engine_for, generation_engine
     from factinject.jobs import run_job
     from factinject.probe import (
         compute_metrics,
@@ -140,18 +155,33 @@ def run_probe(run: Run, *, backend: str = "auto", exam: Path | None = None, boun
     cache = run.path / "reports" / ".cache"
     base_target, tuned_target, adapter_target = probe_targets(run, recipe, manifest)
 
-    def answers_for(target, key: dict) -> dict[str, str]:
+    engines_used: dict[str, str] = {}
+    compared: dict[str, tuple[dict, dict]] = {}
+
+    def answers_with(name: str, target, key: dict) -> dict[str, str]:
         def generate() -> list[str]:
             console.print(f"probe: {len(questions)} prompts through the {target.label} model "
-                          f"({engine}, {target.precision})")
+                          f"({name}, {target.precision})")
             job = GenerateJob(target, questions, recipe.generate.max_new_tokens, load=load,
                               batch_size=recipe.generate.batch_size,
                               gpu_memory_utilization=recipe.generate.gpu_memory_utilization,
                               max_lora_rank=recipe.max_lora_rank)
-            return run_job(engine, "generate", job.to_dict())["answers"]
+            return run_job(name, "generate", job.to_dict())["answers"]
 
-        return _cached_answers(cache, {**key, "label": target.label, "backend": engine, "target": asdict(target),
+        return _cached_answers(cache, {**key, "label": target.label, "backend": name, "target": asdict(target),
                                        "max_new_tokens": recipe.generate.max_new_tokens}, questions, generate)
+
+    def answers_for(target, key: dict) -> dict[str, str]:
+        name = engine_for(target, engine)
+        if name != engine:
+            console.print(f"probe: the {target.label} model is 4-bit NF4, which vLLM cannot load: "
+                          f"the hf engine answers it")
+        engines_used[target.label] = name
+        answers = answers_with(name, target, key)
+        reference = engine_for(target, compare_with) if compare_with else name
+        if reference != name:
+            compared[target.label] = (answers, answers_with(reference, target, key))
+        return answers
 
     identity = (train_record or {}).get("base_model", {})
     before = answers_for(base_target, {"model": model_name, "identity": identity})
@@ -167,7 +197,7 @@ def run_probe(run: Run, *, backend: str = "auto", exam: Path | None = None, boun
     tuned_label = tuned_target.label if tuned_target else None
 
     report = {
-        "run": str(run.path), "backend": engine,
+        "run": str(run.path), "backend": engine, "engines": engines_used,
         "model": {"base": model_name, "tuned": tuned_label, "base_precision": base_target.precision,
                   "tuned_precision": tuned_target.precision if tuned_target else None},
         "before": compute_metrics(probe, before, None),
@@ -181,6 +211,8 @@ def run_probe(run: Run, *, backend: str = "auto", exam: Path | None = None, boun
         "best_epoch": (train_record or {}).get("best_epoch"),
         "seconds": None,
     }
+    if compare_with:
+        report["engine_agreement"] = engine_agreement(engine, compare_with, compared)
     report["missed"] = missed_bounds(report["after"] or report["before"], bounds)
     report["seconds"] = round(time.perf_counter() - started, 2)
     write_reports(run, report, questions, before, after)
@@ -235,8 +267,10 @@ def print_summary(report: dict) -> None:
 @click.option("--trust-remote-code", is_flag=True, help="Allow a model's own Python code. Only for models you trust.")
 @click.option("--chat-template", "chat_template", metavar="default|FILE",
               help="For a base model without a chat template (default: the one this run recorded).")
+@click.option("--compare-with", "compare_with", type=click.Choice(["hf", "vllm"]),
+              help="Also answer every model with this engine; the report lists where the two disagree.")
 def probe(run_path, backend, exam, fail_under, world_limit, recipe_path, allow_pickle, trust_remote_code,
-          chat_template) -> None:
+          chat_template, compare_with) -> None:
     """Probe the base model (before) and the tuned model (after) on the same prompts.
 
     Writes reports/report.json, report.md and report.html in the run. After
@@ -255,7 +289,7 @@ def probe(run_path, backend, exam, fail_under, world_limit, recipe_path, allow_p
     with guarded(run, "probe", interrupt, oom_fix=OOM_PROBE_FIX), run_template(run, chat_template) as template:
         report = run_probe(run, backend=backend, exam=exam, bounds_text=fail_under, world_limit=world_limit,
                            allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, recipe=recipe,
-                           chat_template=template)
+                           chat_template=template, compare_with=compare_with)
     print_summary(report)
     click.echo(f"report: {run.path / 'reports' / 'report.html'} ({report['seconds']}s)")
     if report["missed"]:
