@@ -12,7 +12,6 @@ import sys
 from importlib.metadata import version
 
 import pytest
-
 from conftest import REPO
 
 pytestmark = pytest.mark.timeout(300)
@@ -24,9 +23,9 @@ def resolve_gpu_extra(python: str) -> dict[str, str]:
     cmd = [sys.executable, "-m", "uv", "pip", "compile", str(REPO / "pyproject.toml"), "--extra", "gpu",
            "--python-platform", "x86_64-manylinux_2_28", "--python-version", python, "--no-header"]
     env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}  # resolve only: no interpreter to fetch
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=280)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=280, check=False)
     assert done.returncode == 0, f"the gpu extra does not resolve for Python {python}:\n{done.stderr[-3000:]}"
-    return dict(re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)", done.stdout, flags=re.M))
+    return dict(re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)", done.stdout, flags=re.MULTILINE))
 
 
 @pytest.mark.parametrize("python", ["3.11", "3.12", "3.13"])
