@@ -150,6 +150,7 @@ def run_probe(run: Run, *, backend: str = "auto", exam: Path | None = None, boun
     probe = _probe_inputs(run, manifest, model_name, world_limit, seed, exam)
     questions = probe.unique_questions()
     engine = generation_engine(backend)
+    compare_with = generation_engine(compare_with) if compare_with else None
     load = Load(device=recipe.model.device, chat_template=chat_template, trust_remote_code=trust_remote_code,
                 allow_pickle=allow_pickle)
     cache = run.path / "reports" / ".cache"

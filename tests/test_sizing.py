@@ -121,3 +121,12 @@ def test_engine_agreement_lists_every_disagreement_and_the_report_shows_them():
                                                                "hf": "Jason  Cox."}]
     text = "\n".join(agreement_lines({"engine_agreement": agreement, "engines": {"base": "vllm", "merged": "vllm"}}))
     assert "## Engine agreement" in text and "| merged | q2 | Jason Cox. | Jason  Cox. |" in text
+
+
+def test_vllm_asked_for_without_vllm_installed_is_a_clear_error(monkeypatch):
+    from factinject import engines
+
+    monkeypatch.setattr(engines, "installed", lambda module: False)
+    with pytest.raises(FactinjectError, match="vLLM is not installed"):
+        engines.generation_engine("vllm")
+    assert engines.generation_engine("auto") == "hf" and engines.generation_engine("hf") == "hf"
