@@ -292,6 +292,12 @@ def probe(run_path, backend, exam, fail_under, world_limit, recipe_path, allow_p
                            allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, recipe=recipe,
                            chat_template=template, compare_with=compare_with)
     print_summary(report)
+    if report.get("engine_agreement"):
+        from factinject.report import fmt_share
+
+        agreement = report["engine_agreement"]
+        click.echo(f"identical answers, {agreement['engine']} vs {agreement['reference']}: "
+                   + "; ".join(f"{label} {fmt_share(m)}" for label, m in agreement["models"].items()))
     click.echo(f"report: {run.path / 'reports' / 'report.html'} ({report['seconds']}s)")
     if report["missed"]:
         click.secho("missed bounds: " + "; ".join(report["missed"]), fg="red", err=True)
