@@ -52,4 +52,14 @@ def generation_engine(name: str) -> str:
     """hf or vllm. auto: vllm when CUDA is visible and vllm is installed, else hf."""
     if name == "auto":
         return "vllm" if installed("vllm") and cuda_available() else "hf"
+    if name == "vllm" and not installed("vllm"):
+        raise FactinjectError("the vllm engine was asked for, and vLLM is not installed in this environment",
+                              fix='on an NVIDIA GPU: pip install ".[gpu]"; on a CPU: vLLM\'s CPU build in an environment '
+                                  "of its own (README, set-up); or probe with --backend hf")
     return name
+
+
+def engine_for(target, engine: str) -> str:
+    """The engine that answers `target` when `engine` was asked for: vLLM has no
+    bitsandbytes support, so a 4-bit NF4 model (or its dequantized copy) goes to hf."""
+    return "hf" if engine == "vllm" and target.load_in_4bit else engine

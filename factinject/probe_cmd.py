@@ -131,18 +131,33 @@ def probe_targets(run: Run, recipe, manifest: dict) -> tuple:
     return base16, None, None
 
 
+def engine_agreement(engine: str, reference: str, answers: dict[str, tuple[dict, dict]]) -> dict:
+    """Per model, the share of prompts whose greedy answers are identical under `engine`
+    and `reference`, and every prompt where they are not."""
+    from factinject.scoring import share
+
+    targets, agree, total = {}, 0, 0
+    for label, (ours, theirs) in answers.items():
+        differ = [{"question": q, engine: a, reference: theirs[q]} for q, a in ours.items() if a != theirs[q]]
+        targets[label] = {**share(len(ours) - len(differ), len(ours)), "disagreements": differ}
+        agree, total = agree + len(ours) - len(differ), total + len(ours)
+    return {"engine": engine, "reference": reference, "overall": share(agree, total), "models": targets}
+
+
 def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bounds_text: str | None = None,
               world_limit: int = 400, seed: int = 0, allow_pickle: bool = False, trust_remote_code: bool = False,
-              recipe=None, chat_template: str | None = None) -> dict:
+              recipe=None, chat_template: str | None = None, compare_with: str | None = None) -> dict:
     """Probe the base model (before) and the tuned model (after) on the same prompts.
 
-    The models are answered in child processes, one model at a time (jobs.py); `recipe`
-    is the one whose base model to probe before training (the run's own once trained)."""
+    Each model is answered in its own child process, one after the other, so two
+    engines are never loaded at once; `recipe` is the one to probe before training
+    (the run's own once it is trained). With `compare_with`, every model is also
+    answered by that engine, and the report lists where the two engines disagree."""
     from dataclasses import asdict
 
     from rich.console import Console
 
-    from factinject.engines import check_device, generation_engine
+    from factinject.engines import check_device, engine_for, generation_engine
     from factinject.jobs import run_job
     from factinject.probe import answer_rows, compute_metrics, missed_bounds, misses, parse_bounds, per_fact, regressions
     from factinject.recipe import Recipe, load_recipe
@@ -160,6 +175,7 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
     probe = _probe_inputs(run, manifest, model_name, world_limit, seed, exams)
     questions = probe.unique_questions()
     engine = generation_engine(backend)
+    compare_with = generation_engine(compare_with) if compare_with else None
     load = Load(device=recipe.model.device, chat_template=chat_template, trust_remote_code=trust_remote_code,
                 allow_pickle=allow_pickle)
     cache = run.path / "reports" / ".cache"
@@ -171,6 +187,8 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
                            gpu_memory_utilization=recipe.generate.gpu_memory_utilization,
                            max_lora_rank=recipe.max_lora_rank).to_dict()
 
+    # (target, what its answers depend on); each is answered by the engine asked for,
+    # except that vLLM cannot load NF4: those models go to hf.
     wanted = [(base_target, base_model_key(base_target, chat_template))]
     if adapter_target:
         check_template(run, manifest, Path(adapter_target.adapter), "adapter")
@@ -178,20 +196,32 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
     if tuned_target and tuned_target is not adapter_target:
         check_template(run, manifest, Path(tuned_target.path), "merged")
         wanted.append((tuned_target, {"merged": manifest["export"]["merged"]["files"]}))
-    keys = [{**key, "label": t.label, "backend": engine, "target": asdict(t),
-             "max_new_tokens": recipe.generate.max_new_tokens} for t, key in wanted]
+    engines_used = {t.label: engine_for(t, engine) for t, _ in wanted}
+    for t, _ in wanted:
+        if engines_used[t.label] != engine:
+            console.print(f"probe: the {t.label} model is 4-bit NF4, which vLLM cannot load: the hf engine answers it")
+    # With --compare-with, every model whose second engine differs is answered twice.
+    runs = [(t, key, engines_used[t.label]) for t, key in wanted]
+    if compare_with:
+        runs += [(t, key, engine_for(t, compare_with)) for t, key in wanted
+                 if engine_for(t, compare_with) != engines_used[t.label]]
+    keys = [{**key, "label": t.label, "backend": name, "target": asdict(t),
+             "max_new_tokens": recipe.generate.max_new_tokens} for t, key, name in runs]
     found = [cached_answers(cache, key, questions) for key in keys]
     missing = [i for i, answers in enumerate(found) if answers is None]
     for i in missing:  # said only when the model really runs: `run`'s second probe has the base answers cached
-        console.print(f"probe: {len(questions)} prompts through the {wanted[i][0].label} model "
-                      f"({engine}, {wanted[i][0].precision})")
-    if missing and engine == "hf":  # one process, one model at a time
-        results = run_job("hf", "generate_each", {"jobs": [job_for(wanted[i][0]) for i in missing]})["results"]
-    else:  # vLLM: one engine per process
-        results = [run_job(engine, "generate", job_for(wanted[i][0])) for i in missing]
-    for i, result in zip(missing, results):
-        found[i] = store_answers(cache, keys[i], questions, result["answers"])
-    by_label = {t.label: answers for (t, _), answers in zip(wanted, found)}
+        target, _, name = runs[i]
+        console.print(f"probe: {len(questions)} prompts through the {target.label} model ({name}, {target.precision})")
+    by_hf = [i for i in missing if runs[i][2] == "hf"]
+    if by_hf:  # one process, one model at a time
+        results = run_job("hf", "generate_each", {"jobs": [job_for(runs[i][0]) for i in by_hf]})["results"]
+        for i, result in zip(by_hf, results):
+            found[i] = store_answers(cache, keys[i], questions, result["answers"])
+    for i in missing:  # any other engine: one engine per process
+        if runs[i][2] != "hf":
+            found[i] = store_answers(cache, keys[i], questions, run_job(runs[i][2], "generate", job_for(runs[i][0]))["answers"])
+    by_label = {t.label: answers for (t, _, _), answers in zip(runs[:len(wanted)], found)}
+    compared = {t.label: (by_label[t.label], answers) for (t, _, _), answers in zip(runs[len(wanted):], found[len(wanted):])}
     before = by_label["base"]
     after = parity = None
     if adapter_target:
@@ -201,7 +231,7 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
     tuned_label = tuned_target.label if tuned_target else None
 
     report = {
-        "run": str(run.path), "backend": engine,
+        "run": str(run.path), "backend": engine, "engines": engines_used,
         "model": {"base": model_name, "tuned": tuned_label, "base_precision": base_target.precision,
                   "tuned_precision": tuned_target.precision if tuned_target else None},
         "before": compute_metrics(probe, before, None),
@@ -221,6 +251,8 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
         "next_step": None if after else next_step(run),
         "seconds": None,
     }
+    if compare_with:
+        report["engine_agreement"] = engine_agreement(engine, compare_with, compared)
     report["missed"] = missed_bounds(report["after"] or report["before"], bounds)
     report["seconds"] = round(time.perf_counter() - started, 2)
     write_reports(run, report, answer_rows(probe, before, after))
@@ -277,8 +309,10 @@ def print_summary(report: dict) -> None:
 @click.option("--trust-remote-code", is_flag=True, help="Allow a model's own Python code. Only for models you trust.")
 @click.option("--chat-template", "chat_template", metavar="default|FILE",
               help="For a base model without a chat template (default: the one this run recorded).")
+@click.option("--compare-with", "compare_with", type=click.Choice(["hf", "vllm"]),
+              help="Also answer every model with this engine; the report lists where the two disagree.")
 def probe(run_path, backend, exam, fail_under, world_limit, recipe_path, allow_pickle, trust_remote_code,
-          chat_template) -> None:
+          chat_template, compare_with) -> None:
     """Probe the base model (before) and the tuned model (after) on the same prompts.
 
     Writes reports/report.json, report.md and report.html in the run. After
@@ -302,10 +336,16 @@ def probe(run_path, backend, exam, fail_under, world_limit, recipe_path, allow_p
             click.echo(describe(exams))
         report = run_probe(run, backend=backend, exams=exams, bounds_text=fail_under, world_limit=world_limit,
                            allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, recipe=recipe,
-                           chat_template=template)
+                           chat_template=template, compare_with=compare_with)
     print_summary(report)
     if report["next_step"]:
         click.secho(report["next_step"], fg="yellow")
+    if report.get("engine_agreement"):
+        from factinject.report import fmt_share
+
+        agreement = report["engine_agreement"]
+        click.echo(f"identical answers, {agreement['engine']} vs {agreement['reference']}: "
+                   + "; ".join(f"{label} {fmt_share(m)}" for label, m in agreement["models"].items()))
     click.echo(f"report: {run.path / 'reports' / 'report.html'} ({report['seconds']}s)")
     if report["missed"]:
         click.secho("missed bounds: " + "; ".join(report["missed"]), fg="red", err=True)

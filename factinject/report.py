@@ -149,8 +149,34 @@ def render_markdown(report: dict) -> str:
             loss = "–" if e["loss"] is None else f"{e['loss']:.4f}"
             lines.append(f"| {e['epoch']} | {loss} | {e['dev_correct']}/{e['dev_n']} | {e['drift_changed']}/{e['drift_n']} |")
         lines.append(f"\n{curve_reason(report)}")
+    lines += agreement_lines(report)
     lines += ["", counts_sentence(report.get("counts") or {}), ""]
     return "\n".join(lines)
+
+
+def agreement_lines(report: dict, limit: int = 50) -> list[str]:
+    """The engine-agreement section (probe --compare-with): the share per model and the
+    prompts where the two engines' greedy answers differ."""
+    agreement = report.get("engine_agreement")
+    if not agreement:
+        return []
+    ours, theirs = agreement["engine"], agreement["reference"]
+    used = ", ".join(f"{k}: {v}" for k, v in report.get("engines", {}).items())
+    lines = ["", "## Engine agreement", "",
+             f"Identical greedy answers from the {ours} and {theirs} engines, per model (engines used: {used}).", "",
+             "| model | identical |", "|---|---|"]
+    for label, m in agreement["models"].items():
+        lines.append(f"| {label} | {fmt_share(m)} |")
+    lines.append(f"| all | {fmt_share(agreement['overall'])} |")
+    differ = [(label, d) for label, m in agreement["models"].items() for d in m["disagreements"]]
+    if differ:
+        lines += ["", f"| model | question | {ours} | {theirs} |", "|---|---|---|---|"]
+        for label, d in differ[:limit]:
+            cells = [label, d["question"], d[ours], d[theirs]]
+            lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+        if len(differ) > limit:
+            lines.append(f"\n{len(differ) - limit} more in report.json.")
+    return lines
 
 
 def _bar_chart(report: dict) -> str:
@@ -306,6 +332,23 @@ probe backend {e(report['backend'])}. Bars: before (grey) and after (blue); whis
 {_misses_html(report)}
 <h2>Worst regressions</h2><table><tr><th>kind</th><th>question</th><th>base answer</th><th>tuned answer</th></tr>
 {regressions or '<tr><td colspan="4">none</td></tr>'}</table>
+{_agreement_html(report)}
 <p>{e(counts_sentence(report.get('counts') or {}))}</p>
 </body></html>
 """
+
+
+def _agreement_html(report: dict, limit: int = 50) -> str:
+    agreement = report.get("engine_agreement")
+    if not agreement:
+        return ""
+    e = html.escape
+    ours, theirs = agreement["engine"], agreement["reference"]
+    rows = "".join(f"<tr><td>{e(label)}</td><td>{e(fmt_share(m))}</td></tr>" for label, m in agreement["models"].items())
+    differ = [(label, d) for label, m in agreement["models"].items() for d in m["disagreements"]][:limit]
+    diff_rows = "".join(f"<tr><td>{e(label)}</td><td>{e(d['question'])}</td><td>{e(d[ours])}</td><td>{e(d[theirs])}</td></tr>"
+                        for label, d in differ)
+    return (f"<h2>Engine agreement ({e(ours)} vs {e(theirs)})</h2><table><tr><th>model</th><th>identical answers</th></tr>"
+            f"{rows}<tr><td>all</td><td>{e(fmt_share(agreement['overall']))}</td></tr></table>"
+            f"<table><tr><th>model</th><th>question</th><th>{e(ours)}</th><th>{e(theirs)}</th></tr>"
+            f"{diff_rows or '<tr><td colspan=4>none</td></tr>'}</table>")

@@ -62,18 +62,38 @@ def _generate_sorted(model, tokenizer, encoded, order, answers, finished, batch_
                                  max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
                                  pad_token_id=pad)
             for row, i in zip(out[:, width:].cpu().tolist(), idx):
-                end = next((k for k, t in enumerate(row) if t in stops), None)
-                finished[i] = end is not None
-                answers[i] = tokenizer.decode(row[:end] if end is not None else row, skip_special_tokens=True).strip()
+                answers[i], finished[i] = decode_answer(tokenizer, row, stops)
             if progress is not None:
                 progress(len(idx))
+
+
+def decode_answer(tokenizer, token_ids: list[int], stops: list[int]) -> tuple[str, bool]:
+    """(answer, finished): the text up to the first end-of-turn id, special tokens dropped;
+    finished is False when no end-of-turn id came (the budget cut the answer). Every
+    engine decodes its generated ids through this, so answers compare as text."""
+    end = next((k for k, t in enumerate(token_ids) if t in stops), None)
+    kept = token_ids[:end] if end is not None else token_ids
+    return tokenizer.decode(kept, skip_special_tokens=True).strip(), end is not None
 
 
 def stop_ids(model, tokenizer) -> list[int]:
     """End-of-turn ids of the template, plus every eos the model's generation config
     lists (Llama-3.1 also ends with <|eom_id|> and <|end_of_text|>)."""
-    ids = end_of_turn_ids(tokenizer)
-    config = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    return _with_eos(end_of_turn_ids(tokenizer), getattr(getattr(model, "generation_config", None), "eos_token_id", None))
+
+
+def stop_ids_of(model_path: str, tokenizer, local: bool = True) -> list[int]:
+    """stop_ids for a model that is not loaded in this process: its generation config from the folder."""
+    from transformers import GenerationConfig
+
+    try:
+        generation = GenerationConfig.from_pretrained(model_path, local_files_only=local)
+    except OSError:
+        generation = GenerationConfig()
+    return _with_eos(end_of_turn_ids(tokenizer), generation.eos_token_id)
+
+
+def _with_eos(ids: list[int], config: int | list[int] | None) -> list[int]:
     for i in [config] if isinstance(config, int) else (config or []):
         if i not in ids:
             ids.append(i)

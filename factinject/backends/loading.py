@@ -71,6 +71,8 @@ def load_model(target: ModelUnderTest, load: Load):
     prequantized = is_prequantized(target.path, target.local)
     kwargs = dict(dtype=dtype, local_files_only=target.local, use_safetensors=not load.allow_pickle,
                   trust_remote_code=load.trust_remote_code)
+    if softcapped_attention(target.path, target.local):
+        kwargs["attn_implementation"] = "eager"
     four_bit = prequantized or target.load_in_4bit
     if target.load_in_4bit and not prequantized:
         kwargs["quantization_config"] = nf4_config(dtype)
@@ -97,6 +99,23 @@ def load_model(target: ModelUnderTest, load: Load):
             model.to(device)
     model.eval()
     return model, tokenizer, device
+
+
+def softcapped_attention(path: str, local: bool) -> bool:
+    """Gemma-2 caps its attention logits (attn_logit_softcapping). transformers' default SDPA
+    attention leaves the cap out without a word, so such a model would train and answer as a
+    slightly different model than the one vLLM (or the model's authors) run: use eager attention."""
+    import json
+    from pathlib import Path
+
+    if local:
+        config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    else:
+        from huggingface_hub import hf_hub_download
+
+        config = json.loads(Path(hf_hub_download(path, "config.json")).read_text(encoding="utf-8"))
+    config = config.get("text_config") or config
+    return bool(config.get("attn_logit_softcapping"))
 
 
 def release() -> None:
