@@ -33,8 +33,9 @@ from factinject.expand import ExpandConfig, Expansion, expand_sheets
 from factinject.expand_cmd import write_expansion
 from factinject.export import export_merged
 from factinject.factsheet import read_sheet
+from factinject.exam import exam_next_to, exams_for
 from factinject.probe_cmd import run_probe
-from factinject.recipe import REPO_RECIPES, load_recipe
+from factinject.recipe import load_recipe
 from factinject.rundir import Run
 from factinject.train import run_training
 
@@ -61,7 +62,7 @@ def one_run(root: Path, sheet: str, method: str, overrides: dict | None = None, 
     parsed = [read_sheet(REPO / sheet)]
     cfg = ExpandConfig(seed=seed, **expand_knobs)
     expansion = expand_sheets(parsed, cfg)
-    recipe = load_recipe(REPO_RECIPES / "testbed-cpu.yaml")
+    recipe = load_recipe("testbed-cpu")
     if overrides:  # ablations: --set train.contrast_per_fact=0
         recipe = recipe.with_overrides(**overrides)
     if seed:  # another seed draws other questions, splits, replay, contrast and LoRA init
@@ -76,38 +77,25 @@ def one_run(root: Path, sheet: str, method: str, overrides: dict | None = None, 
     write_expansion(run, expansion, parsed, cfg, force=True)
     timings["expand"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    result = run_training(run, recipe, backend="cpu")
+    result = run_training(run, recipe)
     timings["train"] = time.perf_counter() - t0
     if method == "default":
         t0 = time.perf_counter()
         export_merged(run, force=True)
         timings["export"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    exam = exam_path(sheet)
-    report = run_probe(run, exam=exam)
+    exams = exams_for(None, [REPO / sheet])  # the sheet's hand-written exam, when there is one
+    report = run_probe(run, exams=exams)
     timings["probe"] = time.perf_counter() - t0
     return {"sheet": sheet, "method": method, "before": report["before"], "after": report["after"],
             "epochs": len(result.curve), "best_epoch": result.best_epoch, "train_rows": len(expansion.split("train")),
-            "seconds": {k: round(v, 1) for k, v in timings.items()}, "exam_misses": exam_misses(run, exam)}
+            "seconds": {k: round(v, 1) for k, v in timings.items()},
+            "exam_misses": report["misses"].get("exam", {})}
 
 
 def exam_path(sheet: str) -> Path | None:
     """facts/tinyllm.md -> facts/tinyllm.exam.jsonl, when it exists."""
-    path = (REPO / sheet).with_suffix(".exam.jsonl")
-    return path if path.exists() else None
-
-
-def exam_misses(run: Run, exam: Path | None) -> list[dict]:
-    """Exam questions the tuned model got wrong, with its answers (to see what the misses look like)."""
-    from factinject.probe import load_exam
-    from factinject.scoring import contains_key
-
-    answers_file = run.path / "reports" / "answers.jsonl"
-    if exam is None or not answers_file.exists():
-        return []
-    answers = {a["question"]: a["after"] for a in map(json.loads, answers_file.read_text(encoding="utf-8").splitlines())}
-    return [{"fact_id": p.fact_id, "question": p.question, "answer": answers.get(p.question)}
-            for p in load_exam(exam) if not contains_key(answers.get(p.question) or "", p.answer_key, p.aliases)]
+    return exam_next_to(REPO / sheet)
 
 
 # The bar, checked on the mean over seeds: (metric, bound, "min" or "max").

@@ -47,10 +47,7 @@ def one_job(name: str, overrides: dict, sheet: str, seed: int, device: str) -> d
 
     torch.set_num_threads(1)
     if device == "cuda":
-        from factinject.backends import hf_train
-
-        cpu_only = hf_train.sft_config
-        hf_train.sft_config = lambda job, *, use_cpu, **kw: cpu_only(job, use_cpu=False, **kw)
+        overrides = {**overrides, "model.device": "cuda"}
     sys.path.insert(0, str(BENCH))
     from quality import one_run
 

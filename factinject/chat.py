@@ -15,11 +15,20 @@ def end_of_turn_ids(tokenizer) -> list[int]:
     (<|eot_id|>, <|im_end|>, <|end|>), so generation configs stop where training stopped."""
     ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     tail = _render_pair(tokenizer).split(_A1, 1)[1]
+    special = set(special_ids(tokenizer))
     for piece in tokenizer.encode(tail, add_special_tokens=False):
-        if piece in tokenizer.all_special_ids and piece not in ids:
+        if piece in special and piece not in ids:
             ids.append(piece)
             break  # the first special token after the answer is the turn's end
     return ids
+
+
+def special_ids(tokenizer) -> list[int]:
+    """Ids of every special token: the named ones and the added tokens marked special
+    (a real tokenizer lists <end_of_turn> or <|eot_id|> only there)."""
+    ids = set(tokenizer.all_special_ids)
+    ids.update(i for i, t in tokenizer.added_tokens_decoder.items() if t.special)
+    return sorted(ids)
 
 
 def turn_markers(tokenizer) -> tuple[str, str]:
@@ -44,3 +53,21 @@ def turn_markers(tokenizer) -> tuple[str, str]:
     assert response_part.strip(), "the chat template puts nothing between user and assistant turns"
     assert instruction_part.strip(), "the chat template puts nothing before a user turn"
     return instruction_part, response_part
+
+
+def encode_for_training(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
+    """(input_ids, completion_mask) of one conversation whose last message is the answer.
+
+    The mask is 1 exactly on the tokens after the prompt the model answers: the
+    answer, its end-of-turn token and whatever the template puts after it. It is read
+    off the template itself (the prompt rendered with a generation prompt must be a
+    prefix of the whole conversation), so it is right for any chat template, with or
+    without `{% generation %}` markers, and the same for every training engine.
+    """
+    assert messages and messages[-1]["role"] == "assistant", "the last message must be the answer"
+    prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True, return_dict=False)
+    full = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False)
+    if full[:len(prompt)] != prompt:
+        raise ValueError("the chat template renders the prompt differently once the answer follows it, so the "
+                         "answer's tokens cannot be told apart from the prompt's")
+    return full, [0] * len(prompt) + [1] * (len(full) - len(prompt))

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import click
 
+from factinject.errors import FactinjectError
 from factinject.expand import SPLITS, ExpandConfig, Expansion, expand_sheets
 from factinject.factsheet import read_sheet
-from factinject.errors import FactinjectError
 from factinject.guard import command_errors
 from factinject.lock import run_lock
 from factinject.rundir import Run, atomic_dir, default_run_for, set_current
@@ -64,6 +64,21 @@ def expand_into_run(sheet_paths, run: Run, cfg: ExpandConfig, *, force: bool) ->
     return expansion
 
 
+def plural(n: int, noun: str) -> str:
+    """plural(1, 'fact') -> '1 fact'; plural(5, 'fact') -> '5 facts'."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def warn_if_training_is_long(expansion: Expansion, run: Run, recipe=None) -> None:
+    """A big sheet expands in seconds and then trains for hours: say so before anyone waits."""
+    from factinject.estimate import training_warning
+
+    warning = training_warning(len(expansion.split("train")), len(expansion.split("dev")), len(expansion.stats),
+                               run.path.parent, recipe)
+    if warning:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
+
+
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -75,7 +90,7 @@ def print_summary(expansion: Expansion, run: Run, seconds: float) -> None:
     # Piped output (CI logs, CliRunner) would otherwise be squeezed to 80 columns.
     console = Console(width=None if sys.stdout.isatty() else 110)
     stats = expansion.stats
-    table = Table(title=f"expanded {len(stats)} facts into {run.data_dir}", title_justify="left")
+    table = Table(title=f"expanded {plural(len(stats), 'fact')} into {run.data_dir}", title_justify="left")
     if len(stats) <= PER_FACT_TABLE_LIMIT:
         table.add_column("fact")
         table.add_column("key")
@@ -126,3 +141,4 @@ def expand(sheets: tuple[Path, ...], run_path: Path | None, seed: int, per_famil
                         where=run.path):
         expansion = expand_into_run(sheets, run, cfg, force=force)
     print_summary(expansion, run, time.perf_counter() - started)
+    warn_if_training_is_long(expansion, run)

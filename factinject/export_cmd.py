@@ -18,10 +18,12 @@ import click
 def export(run_path, merged, out, force, allow_pickle, trust_remote_code) -> None:
     """Export the trained adapter (<run>/export/adapter/) or, with --merged, a merged model.
 
-    The merged model carries the tokenizer and chat template used in training and a
-    generation config that stops at the end-of-turn token. Before it is published,
-    its greedy answers are compared with the adapter's: below 99 % identical, nothing
-    is written and the command fails.
+    The merged model holds 16-bit weights (the recipe's export.dtype, bf16 by default)
+    in safetensors shards, the tokenizer and chat template used in training, and a
+    generation config that stops at the end-of-turn token. Before it is published its
+    greedy answers are compared with the adapter's on the same 16-bit base (they must
+    all be identical) and, for a 4-bit run, with the 4-bit model as trained (fact
+    recall may drop at most export.max_recall_drop); otherwise nothing is written.
     """
     from factinject.export import export_adapter, export_merged
     from factinject.guard import check_run_data, guarded
@@ -37,9 +39,19 @@ def export(run_path, merged, out, force, allow_pickle, trust_remote_code) -> Non
             click.echo(f"adapter exported to {record['adapter']['path']}")
             return
         check_run_data(run, ("train", "test"))  # the parity check asks the run's own questions
-        with run_template(run, None):
+        with run_template(run, None) as template:
             record = export_merged(run, force=force, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
-                                   out=out)["merged"]
-    p = record["parity"]
-    click.echo(f"merged model in {record['path']}: parity {p['identical']}/{p['n']} identical answers, "
-               f"largest logit difference {p['max_logit_diff']:.2e}")
+                                   out=out, chat_template=template)["merged"]
+    click.echo(f"merged model in {record['path']} ({len(record['shards'])} shard(s), {record['dtype']}): "
+               + parity_summary(record["parity"]))
+
+
+def parity_summary(parity: dict) -> str:
+    exact, quant = parity["exactness"], parity["quantization"]
+    text = (f"parity {exact['identical']}/{exact['n']} identical answers to the adapter on the same 16-bit base, "
+            f"largest logit difference {exact['max_logit_diff']:.2e}")
+    if quant:
+        text += (f"; against the 4-bit model as trained: {quant['agreement']['count']}/{quant['agreement']['n']} "
+                 f"identical, fact recall {quant['recall_4bit']['count']}/{quant['recall_4bit']['n']} -> "
+                 f"{quant['recall_merged']['count']}/{quant['recall_merged']['n']}")
+    return text

@@ -25,7 +25,16 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from factinject.answer_keys import key_problem
 from factinject.errors import FactinjectError
+from factinject.language import language_problem
+from factinject.relations import (
+    RELATION_RULE,
+    canonical_relation,
+    relation_problem,
+    split_bullet,
+)
+from factinject.scoring import normalise
 
 MAX_SHEET_BYTES = 2_000_000  # ~20k facts; beyond that a sheet is a dataset, not a sheet
 KINDS = ("thing", "project", "organisation", "person", "place")
@@ -36,7 +45,6 @@ _BULLET_RE = re.compile(r"^\s{0,3}[-*+]\s+(.*)$")
 _HEADER_RE = re.compile(r"^([A-Za-z][A-Za-z ]*):\s*(.*)$")
 _KEY_SUFFIX_RE = re.compile(r"\s*\(key:\s*([^()]*)\)\s*$", re.I)
 _BOLD_RE = re.compile(r"\*\*(.+?)\*\*|__(.+?)__")
-_RELATION_RE = re.compile(r"^([^\W\d_][\w '\-]{0,59}?)\s*:\s+(.+)$")
 
 
 @dataclass(frozen=True)
@@ -124,15 +132,23 @@ def infer_key(statement_md: str, *, where: str, line: int) -> tuple[str, str]:
     )
 
 
+def _split_relation(body: str, path: str, line: int, *, what: str, example: str) -> tuple[str, str]:
+    """'license: Acme is MIT' -> ('license', 'Acme is MIT'), or an error that says what a relation may be."""
+    parts = split_bullet(body)
+    if parts is None:
+        raise FactinjectError(f"{what}: {body[:60]!r}", where=path, line=line,
+                              fix=f"start the bullet with the attribute it states, e.g. {example}")
+    problem = relation_problem(parts[0])
+    if problem:
+        raise FactinjectError(f"relation name {parts[0][:60]!r} is not allowed: {problem}", where=path, line=line,
+                              fix=RELATION_RULE)
+    return parts
+
+
 def _parse_fact(body: str, subject: Subject, path: str, line: int) -> Fact:
-    m = _RELATION_RE.match(body)
-    if not m:
-        raise FactinjectError(
-            f"fact bullet has no relation: {body[:60]!r}",
-            where=path, line=line,
-            fix="start the bullet with the attribute it states, e.g. '- license: TinyLLM is released under the **MIT** license.'",
-        )
-    relation, statement_md = m.group(1).strip(), m.group(2).strip()
+    relation, statement_md = _split_relation(
+        body, path, line, what="fact bullet has no relation",
+        example="'- license: TinyLLM is released under the **MIT** license.'")
     explicit = _KEY_SUFFIX_RE.search(statement_md)
     if explicit:
         statement_md = statement_md[: explicit.start()].strip()
@@ -140,9 +156,11 @@ def _parse_fact(body: str, subject: Subject, path: str, line: int) -> Fact:
         if not key:
             raise FactinjectError("the fact's (key: ...) is empty", where=path, line=line,
                                   fix="write the short answer inside (key: ...), e.g. (key: MIT)")
-        polarity = "negative" if key.lower() == "no" else "positive"
     else:
-        key, polarity = infer_key(statement_md, where=path, line=line)
+        key, _ = infer_key(statement_md, where=path, line=line)
+    # A key of "no" makes a yes/no fact, however it was marked: it proves recall only
+    # as the answer to "Does X ...?".
+    polarity = "negative" if key.strip().lower() == "no" else "positive"
     statement = strip_markup(statement_md)
     if not key.strip():
         raise FactinjectError("the fact's key is empty", where=path, line=line,
@@ -156,10 +174,10 @@ def _parse_fact(body: str, subject: Subject, path: str, line: int) -> Fact:
     if polarity == "negative" and not NEGATION_RE.search(statement):
         raise FactinjectError("a fact with key 'no' must be a negative statement ('X does not ...')",
                               where=path, line=line, fix="rephrase it as 'X does not ...' or give another key")
-    rel_id = slugify(relation)
-    if not rel_id:
-        raise FactinjectError(f"relation {relation!r} gives an empty id", where=path, line=line,
-                              fix="name the relation with some ASCII letters, e.g. 'license'")
+    problem = key_problem(key, allow=("no",) if polarity == "negative" else ())
+    if problem:
+        raise FactinjectError(problem[0], where=path, line=line, fix=problem[1])
+    rel_id = slugify(relation)  # never empty: a relation starts with an ASCII letter
     return Fact(
         id=f"{subject.id}/{rel_id}", subject=subject.name, relation=relation.lower(),
         statement=statement, answer_key=key, polarity=polarity, path=path, line=line,
@@ -167,15 +185,11 @@ def _parse_fact(body: str, subject: Subject, path: str, line: int) -> Fact:
 
 
 def _parse_question(body: str, subject: Subject, path: str, line: int) -> UserQuestion:
-    m = _RELATION_RE.match(body)
-    if not m:
-        raise FactinjectError(
-            f"question bullet does not name its fact: {body[:60]!r}",
-            where=path, line=line,
-            fix="write '- <relation>: <question> => <answer>', e.g. '- license: Is TinyLLM free? => Yes, it is MIT licensed.'",
-        )
-    rel_id = slugify(m.group(1))
-    question, _, answer = m.group(2).partition("=>")
+    relation, text = _split_relation(
+        body, path, line, what="question bullet does not name its fact",
+        example="'- license: Is TinyLLM free? => Yes, it is MIT licensed.' (- <relation>: <question> => <answer>)")
+    rel_id = slugify(relation)
+    question, _, answer = text.partition("=>")
     question, answer = strip_markup(question), strip_markup(answer)
     if not question:
         raise FactinjectError("empty question", where=path, line=line, fix="write the question before '=>'")
@@ -291,6 +305,8 @@ def _validate(subjects: list[Subject], path: str) -> None:
         if not subject.facts:
             raise FactinjectError(f"subject {subject.name!r} has no facts", where=path, line=subject.line,
                                   fix="add fact bullets under it, or remove the heading")
+    for subject in subjects:
+        _check_language(subject)
     seen: dict[str, Fact] = {}
     for fact in facts:
         if fact.id in seen:
@@ -300,6 +316,8 @@ def _validate(subjects: list[Subject], path: str) -> None:
                 fix="each relation may appear once per subject; merge the two facts or name the relation differently",
             )
         seen[fact.id] = fact
+    for subject in subjects:
+        _check_one_name_per_relation(subject)
     for subject in subjects:
         for q in subject.questions:
             fact = seen.get(q.fact_id)
@@ -317,6 +335,37 @@ def _validate(subjects: list[Subject], path: str) -> None:
             if q.answer is not None and fact.polarity == "negative" and not re.search(r"\bno\b", q.answer, re.I):
                 raise FactinjectError("the answer to a negative fact must say 'no'", where=path, line=q.line,
                                       fix="start the answer with 'No, ...'")
+
+
+def _check_language(subject: Subject) -> None:
+    for fact in subject.facts:
+        problem = language_problem(fact.statement, [subject.name, *subject.aliases], fact.answer_key)
+        if problem:
+            raise FactinjectError(
+                f"{problem}; factinject asks and answers in English", where=fact.path, line=fact.line,
+                fix="write the relation and the statement in English; names and answer keys may stay in any "
+                    "language or script (e.g. '- founding year: Die Bäckerei was founded in **1902**.')",
+            )
+
+
+def _check_one_name_per_relation(subject: Subject) -> None:
+    """Two facts whose relations are one relation spelled twice ("license" / "licence") or
+    near-synonyms ("homepage" / "website") would teach two answers to one question."""
+    first: dict[str, Fact] = {}
+    for fact in subject.facts:
+        other = first.setdefault(canonical_relation(fact.relation), fact)
+        if other is fact:
+            continue
+        names = f"relations {other.relation!r} (line {other.line}) and {fact.relation!r} of {subject.name!r}"
+        if normalise(other.answer_key) != normalise(fact.answer_key):
+            raise FactinjectError(
+                f"{names} are one relation with two different keys ({other.answer_key!r} and {fact.answer_key!r})",
+                where=fact.path, line=fact.line,
+                fix="keep the fact that is true and delete the other; if both are true, name the relations by "
+                    "what differs (e.g. 'code license' and 'documentation license')",
+            )
+        raise FactinjectError(f"{names} are the same relation written twice", where=fact.path, line=fact.line,
+                              fix="keep one of the two facts")
 
 
 def read_sheet(path: str | Path) -> FactSheet:

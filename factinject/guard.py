@@ -23,7 +23,8 @@ from factinject.rundir import Run
 OOM_TRAIN_FIX = ("lower train.batch_size (raise train.grad_accum to keep the effective batch), model.max_seq_length "
                  "or lora.r (--rank) in the recipe, then run `factinject train` again "
                  "(add --resume when an epoch checkpoint was written)")
-OOM_PROBE_FIX = "probe with --backend vllm and a 4-bit model, or on a GPU with more memory"
+OOM_PROBE_FIX = ("lower generate.batch_size in the recipe, probe with --backend vllm (it sizes itself to the card), "
+                 "or probe on a GPU with more memory")
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
@@ -100,7 +101,7 @@ def guarded(run: Run, command: str, interrupt: tuple[str, str] | Callable[[], tu
 def check_run_data(run: Run, splits: tuple[str, ...] = ("train", "dev", "test")) -> None:
     """Read the manifest (version check) and every data line before a stage starts, so a
     corrupted line is reported with its file and line number, not as a changed hash."""
-    from factinject.train import read_split
+    from factinject.rundir import read_split
 
     run.manifest()
     for split in splits:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from factinject.errors import FactinjectError
-from factinject.recipe import TESTBED
+from factinject.recipe import FIXTURE_PREFIX, TESTBED
 
 # `--chat-template default`: plain-text turns that need no new tokens (so no embedding
 # resize), with the answer and its eos inside {% generation %} for assistant-only loss.
@@ -33,7 +33,6 @@ DEFAULT_CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}### Answer:\n{% endif %}"
 )
-_supplied: list[str] = []  # the template the user chose for this command's base model (innermost last)
 
 
 @dataclass(frozen=True)
@@ -48,6 +47,10 @@ def resolve_model(name: str) -> ModelRef:
         from factinject.testbed import model_dir
 
         return ModelRef(name, str(model_dir()), True)
+    if name.startswith(FIXTURE_PREFIX):
+        from factinject.testbed.fixtures import fixture_path
+
+        return ModelRef(name, str(fixture_path(name)), True)
     p = Path(name).expanduser()
     if p.exists():
         return ModelRef(name, str(p), True)
@@ -85,6 +88,18 @@ def needs_remote_code(ref: ModelRef) -> bool:
     return bool(config.get("auto_map"))
 
 
+def is_prequantized(path: str, local: bool) -> bool:
+    """A checkpoint saved in 4-bit by bitsandbytes (its config carries the quantization)."""
+    if local:
+        config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    else:
+        from huggingface_hub import hf_hub_download
+
+        config = json.loads(Path(hf_hub_download(path, "config.json")).read_text(encoding="utf-8"))
+    q = config.get("quantization_config") or {}
+    return q.get("quant_method") == "bitsandbytes" and bool(q.get("load_in_4bit") or q.get("_load_in_4bit"))
+
+
 def read_chat_template(spec: str) -> str:
     """--chat-template: 'default' (DEFAULT_CHAT_TEMPLATE) or the path of a Jinja file."""
     if spec == "default":
@@ -113,37 +128,19 @@ def chat_template_record(option: str, template: str) -> dict:
 
 
 @contextlib.contextmanager
-def supplied_chat_template(template: str | None) -> Iterator[None]:
-    """While the block runs, a tokenizer loaded without a chat template gets `template`.
-
-    Only tokenizers that ship none are affected: an adapter or export folder carries
-    the template it was trained with, so it is never replaced."""
-    if template is None:
-        yield
-        return
-    _supplied.append(template)
-    try:
-        yield
-    finally:
-        _supplied.pop()
-
-
-@contextlib.contextmanager
-def run_template(run, option: str | None) -> Iterator[None]:
-    """A stage of `run` with its chat template supplied (run_chat_template); a template
-    given with --chat-template is recorded in the manifest once the stage has used it."""
+def run_template(run, option: str | None) -> Iterator[str | None]:
+    """The chat template a stage of `run` passes on, for a base model that ships none:
+    --chat-template, else the one the run recorded. A template given with
+    --chat-template is recorded in the manifest once the stage has used it."""
     template = run_chat_template(run.manifest(), option)
-    with supplied_chat_template(template):
-        yield
+    yield template
     if option:
         run.update_manifest("chat_template", chat_template_record(option, template))
 
 
-def supplied_template() -> str | None:
-    return _supplied[-1] if _supplied else None
-
-
-def load_tokenizer(ref: ModelRef, *, trust_remote_code: bool = False):
+def load_tokenizer(ref: ModelRef, *, chat_template: str | None = None, trust_remote_code: bool = False):
+    """The tokenizer of `ref`; `chat_template` is given to one that ships none (--chat-template),
+    and is an error for one that has its own."""
     from transformers import AutoTokenizer
 
     try:
@@ -151,7 +148,7 @@ def load_tokenizer(ref: ModelRef, *, trust_remote_code: bool = False):
     except OSError as err:
         raise FactinjectError(f"could not load the tokenizer of {ref.name!r}: {str(err).splitlines()[0]}", where=ref.path,
                               fix="check the model name and your network (or HF_HUB_OFFLINE), or use a local path") from None
-    supplied = supplied_template()
+    supplied = chat_template
     if supplied is not None and tokenizer.chat_template and tokenizer.chat_template.strip() != supplied.strip():
         raise FactinjectError(f"the model {ref.name!r} has its own chat template; --chat-template is only for "
                               "models without one", where=ref.path, fix="drop --chat-template (the model's own template is used)")
@@ -179,30 +176,6 @@ def quiet_libraries() -> None:
     datasets.disable_progress_bars()
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-
-
-def load_model_cpu(ref: ModelRef, *, dtype: str = "float32", allow_pickle: bool = False, trust_remote_code: bool = False):
-    """(model, tokenizer) for the CPU backends, with the safety checks above."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    quiet_libraries()
-    check_local_weights(ref, allow_pickle=allow_pickle)
-    if needs_remote_code(ref) and not trust_remote_code:
-        raise FactinjectError(
-            "this model's config asks to run its own Python code (auto_map)", where=ref.path,
-            fix="pass --trust-remote-code only if you have read that code and trust its source",
-        )
-    tokenizer = load_tokenizer(ref, trust_remote_code=trust_remote_code)
-    torch_dtype = torch.float32 if dtype in ("auto", "float32") else getattr(torch, dtype)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            ref.path, dtype=torch_dtype, local_files_only=ref.local, use_safetensors=not allow_pickle,
-            trust_remote_code=trust_remote_code)
-    except OSError as err:
-        raise FactinjectError(f"could not load model {ref.name!r}: {str(err).splitlines()[0]}", where=ref.path,
-                              fix="check the model name and your network (or HF_HUB_OFFLINE), or use a local path") from None
-    return model, tokenizer
 
 
 def template_sha256(tokenizer) -> str:

@@ -7,11 +7,9 @@ Pure functions: `build_probe_set` (from the run's data and the control sets) and
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from factinject.errors import FactinjectError
 from factinject.scoring import contains_key, names_overlap, same_answer, share
@@ -77,28 +75,6 @@ def bleed_prompts(subjects: dict[str, dict], other_names: list[str], per_fact: i
     return prompts
 
 
-def load_exam(path: Path) -> list[Prompt]:
-    """--questions FILE.jsonl: rows with question and answer_key (or expected), optional fact_id, aliases."""
-    prompts = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise FactinjectError(f"not valid JSON ({err.msg})", where=path, line=number,
-                                      fix="one JSON object per line: {\"question\": ..., \"answer_key\": ...}") from None
-            key = row.get("answer_key", row.get("expected")) if isinstance(row, dict) else None
-            if not isinstance(row, dict) or not row.get("question") or not key:
-                raise FactinjectError("a row needs 'question' and 'answer_key' (or 'expected')", where=path, line=number,
-                                      fix='write e.g. {"question": "Who maintains TinyLLM?", "answer_key": "Jason Cox"}')
-            prompts.append(Prompt("exam", row["question"], str(key), tuple(row.get("aliases", ())), row.get("fact_id")))
-    if not prompts:
-        raise FactinjectError("the exam file has no questions", where=path, fix="add JSONL rows with question and answer_key")
-    return prompts
-
-
 def build_probe_set(train_rows: list[dict], test_rows: list[dict], facts: dict[str, dict], *, locality: list[str],
                     retention: list[dict], other_names: list[str], exam: list[Prompt] = (), bleed_per_fact: int = 3,
                     seed: int = 0) -> ProbeSet:
@@ -154,15 +130,23 @@ def compute_metrics(probe: ProbeSet, answers: dict[str, str], base: dict[str, st
     return metrics
 
 
+SCORED = ("trained", "heldout", "exam", "retention")  # sets scored by key; the others by change
+
+
 def per_fact(probe: ProbeSet, before: dict[str, str], after: dict[str, str] | None) -> dict:
+    """Recall per fact id, before and after: trained, held-out and (when given) exam questions."""
     out: dict[str, dict] = {}
     for p in probe.prompts:
         if p.kind not in ("trained", "heldout") or p.fact_id is None:
             continue
-        entry = out.setdefault(p.fact_id, {"answer_key": p.answer_key, "trained": [0, 0, 0], "heldout": [0, 0, 0]})
-        counts = entry[p.kind]  # [before hits, after hits, n]
-        counts[0] += contains_key(before[p.question], p.answer_key)
-        counts[1] += contains_key(after[p.question], p.answer_key) if after else 0
+        out.setdefault(p.fact_id, {"answer_key": p.answer_key, "trained": [0, 0, 0], "heldout": [0, 0, 0]})
+    kinds = ("trained", "heldout", "exam")
+    for p in probe.prompts:
+        if p.kind not in kinds or p.fact_id not in out:
+            continue
+        counts = out[p.fact_id].setdefault(p.kind, [0, 0, 0])  # [before hits, after hits, n]
+        counts[0] += contains_key(before[p.question], p.answer_key, p.aliases)
+        counts[1] += contains_key(after[p.question], p.answer_key, p.aliases) if after else 0
         counts[2] += 1
     facts = {}
     for fact_id, e in out.items():
@@ -170,8 +154,42 @@ def per_fact(probe: ProbeSet, before: dict[str, str], after: dict[str, str] | No
         for side, idx in (("before", 0), ("after", 1)):
             if side == "after" and after is None:
                 continue
-            facts[fact_id][side] = {f"recall_{k}": share(e[k][idx], e[k][2]) for k in ("trained", "heldout")}
+            facts[fact_id][side] = {f"recall_{k}": share(e[k][idx], e[k][2]) for k in kinds if k in e}
     return facts
+
+
+def answer_rows(probe: ProbeSet, before: dict[str, str], after: dict[str, str] | None) -> list[dict]:
+    """One row per probed prompt, for answers.jsonl: which set, which fact, the key, both
+    answers and the verdict (correct before/after for scored sets; changed for the others)."""
+    rows = []
+    for p in probe.prompts:
+        b, a = before[p.question], after[p.question] if after else None
+        row = {"set": p.kind, "fact_id": p.fact_id, "question": p.question, "answer_key": p.answer_key,
+               "before": b, "after": a}
+        if p.aliases:
+            row["aliases"] = list(p.aliases)
+        if p.kind in SCORED:
+            row["correct_before"] = contains_key(b, p.answer_key, p.aliases)
+            row["correct_after"] = contains_key(a, p.answer_key, p.aliases) if after else None
+        else:  # locality and bleed prompts: did the answer change, does it newly name an injected fact?
+            row["changed"] = not same_answer(a, b) if after else None
+            row["bleed"] = (_mentions_injected(a, probe) and not _mentions_injected(b, probe)) if after else None
+        rows.append(row)
+    return rows
+
+
+def misses(probe: ProbeSet, answers: dict[str, str], kinds: tuple[str, ...] = ("heldout", "exam")) -> dict:
+    """Every question of `kinds` whose answer lacks the key, grouped per fact:
+    {kind: {fact_id or "": [{"question", "answer_key", "answer"}]}} ("" = an exam
+    question that matches no fact)."""
+    out: dict[str, dict[str, list[dict]]] = {}
+    for p in probe.prompts:
+        if p.kind in kinds and not contains_key(answers[p.question], p.answer_key, p.aliases):
+            entry = {"question": p.question, "answer_key": p.answer_key, "answer": answers[p.question]}
+            if p.aliases:
+                entry["aliases"] = list(p.aliases)
+            out.setdefault(p.kind, {}).setdefault(p.fact_id or "", []).append(entry)
+    return {kind: dict(sorted(groups.items(), key=lambda kv: (kv[0] == "", kv[0]))) for kind, groups in out.items()}
 
 
 def regressions(probe: ProbeSet, before: dict[str, str], after: dict[str, str], limit: int = 10) -> list[dict]:

@@ -6,17 +6,21 @@ import hashlib
 import json
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
 
 from factinject.errors import FactinjectError
+from factinject.exam import Exam
 from factinject.rundir import Run, atomic_dir, write_text_atomic
 
-def _probe_inputs(run: Run, manifest: dict, model_name: str, world_limit: int, seed: int, exam_path: Path | None):
+
+def _probe_inputs(run: Run, manifest: dict, model_name: str, world_limit: int, seed: int, exams: Sequence[Exam]):
     from factinject import controls
-    from factinject.probe import build_probe_set, load_exam
-    from factinject.train import read_split
+    from factinject.exam import match_fact
+    from factinject.probe import Prompt, build_probe_set
+    from factinject.rundir import read_split
 
     locality = list(controls.control_pools(model_name)["locality"])
     if model_name == "testbed":
@@ -30,24 +34,49 @@ def _probe_inputs(run: Run, manifest: dict, model_name: str, world_limit: int, s
     # Names that contrast training asked about (the replay hash pool) are never probed.
     names = controls.split_other_names(controls.other_names(model_name))[1]
     other_names = random.Random(seed).sample(names, min(40, len(names)))
-    exam = load_exam(exam_path) if exam_path else []
-    return build_probe_set(read_split(run, "train"), read_split(run, "test"), manifest["expand"]["facts"],
+    facts = manifest["expand"]["facts"]
+    exam = [Prompt("exam", q.question, q.answer_key, q.aliases, match_fact(q, facts)) for e in exams for q in e.questions]
+    return build_probe_set(read_split(run, "train"), read_split(run, "test"), facts,
                            locality=locality, retention=retention, other_names=other_names, exam=exam, seed=seed)
 
 
-def _cached_answers(cache_dir: Path, key: dict, questions: list[str], make_generator) -> dict[str, str]:
-    """Answers per question; the base model's are cached (they are the same before every probe)."""
+def next_step(run: Run) -> str:
+    """What an untrained run's report says instead of an "after" column."""
+    return (f"This run has no trained adapter yet, so only the base model was probed (the 'before' column). "
+            f"Train it with `factinject train --run {run.path}`, then `factinject export --run {run.path} --merged` "
+            f"and `factinject probe --run {run.path}` for the before/after report.")
+
+
+def _cache_path(cache_dir: Path, key: dict, questions: list[str]) -> Path:
     digest = hashlib.sha256(json.dumps({**key, "q": questions}, sort_keys=True).encode()).hexdigest()[:20]
-    path = cache_dir / f"answers-{key['label']}-{digest}.json"
-    if path.exists():
-        return json.loads(path.read_text(encoding="utf-8"))
-    generator = make_generator()
-    try:
-        answers = dict(zip(questions, generator.answer(questions)))
-    finally:
-        generator.close()
-    write_text_atomic(path, json.dumps(answers, ensure_ascii=False))
-    return answers
+    return cache_dir / f"answers-{key['label']}-{digest}.json"
+
+
+def cached_answers(cache_dir: Path, key: dict, questions: list[str]) -> dict[str, str] | None:
+    """A model's answers, cached by what was loaded and asked (the base model's are the same
+    before every probe); None when they are not cached yet."""
+    path = _cache_path(cache_dir, key, questions)
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def store_answers(cache_dir: Path, key: dict, questions: list[str], answers: list[str]) -> dict[str, str]:
+    by_question = dict(zip(questions, answers))
+    write_text_atomic(_cache_path(cache_dir, key, questions), json.dumps(by_question, ensure_ascii=False))
+    return by_question
+
+
+def base_model_key(target, chat_template: str | None) -> dict:
+    """What the base model's cached answers depend on: the model's files, the precision it
+    is loaded in and the chat template supplied to it. The same before and after
+    training, so `run`'s second probe reuses the first one's base answers."""
+    files = {}
+    root = Path(target.path)
+    if target.local:
+        for path in sorted(root.glob("*.safetensors")) + sorted(root.glob("*.json")) + sorted(root.glob("*.jinja")):
+            with open(path, "rb") as fh:  # size + first MB: cheap, and changes whenever the file does in practice
+                files[path.name] = [path.stat().st_size, hashlib.sha256(fh.read(1 << 20)).hexdigest()]
+    return {"files": files, "template": hashlib.sha256(chat_template.encode("utf-8")).hexdigest()
+            if chat_template else None}
 
 
 def check_template(run: Run, manifest: dict, target_dir: Path, label: str) -> None:
@@ -70,14 +99,69 @@ def check_template(run: Run, manifest: dict, target_dir: Path, label: str) -> No
                               where=run.manifest_path, fix="re-export the model so its tokenizer and generation config match training")
 
 
-def run_probe(run: Run, *, backend: str = "auto", exam: Path | None = None, bounds_text: str | None = None,
+def probe_targets(run: Run, recipe, manifest: dict) -> tuple:
+    """(base, tuned, adapter): the models to probe, each in the precision it is compared in.
+
+    After a merged export, "after" is the 16-bit merge, so "before" is the base in the
+    same 16-bit precision (dequantized when the checkpoint is 4-bit): locality and bleed
+    then measure what training changed, not what quantization changed. Without an
+    export, "after" is the adapter on the base as it was trained (4-bit for QLoRA), and
+    "before" is that same base. Before training, the base is probed as the merge will
+    be, so the answers are reused after `run`'s export.
+    """
+    from factinject.models import is_prequantized, resolve_model
+    from factinject.targets import ModelUnderTest
+
+    ref = resolve_model(recipe.model.name)
+    source = resolve_model(recipe.model.merge_base) if recipe.model.merge_base else ref
+    adapter_dir, merged_dir = run.path / "adapter", run.path / "merged"
+    quantized_source = is_prequantized(source.path, source.local)
+    base16 = ModelUnderTest("base", source.path, local=source.local, load_in_4bit=quantized_source,
+                            dequantize=quantized_source, dtype=recipe.export.dtype)
+    as_trained = dict(load_in_4bit=recipe.model.load_in_4bit, dtype=recipe.model.dtype)
+    adapter = None
+    if adapter_dir.exists() and manifest.get("train"):
+        adapter = ModelUnderTest("adapter", ref.path, str(adapter_dir), ref.local, tokenizer=str(adapter_dir),
+                                 **as_trained)
+    if merged_dir.exists() and manifest.get("export", {}).get("merged"):
+        merged = ModelUnderTest("merged", str(merged_dir), dtype=manifest["export"]["merged"]["dtype"])
+        return base16, merged, adapter
+    if adapter:
+        return ModelUnderTest("base", ref.path, local=ref.local, **as_trained), adapter, adapter
+    return base16, None, None
+
+
+def engine_agreement(engine: str, reference: str, answers: dict[str, tuple[dict, dict]]) -> dict:
+    """Per model, the share of prompts whose greedy answers are identical under `engine`
+    and `reference`, and every prompt where they are not."""
+    from factinject.scoring import share
+
+    targets, agree, total = {}, 0, 0
+    for label, (ours, theirs) in answers.items():
+        differ = [{"question": q, engine: a, reference: theirs[q]} for q, a in ours.items() if a != theirs[q]]
+        targets[label] = {**share(len(ours) - len(differ), len(ours)), "disagreements": differ}
+        agree, total = agree + len(ours) - len(differ), total + len(ours)
+    return {"engine": engine, "reference": reference, "overall": share(agree, total), "models": targets}
+
+
+def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bounds_text: str | None = None,
               world_limit: int = 400, seed: int = 0, allow_pickle: bool = False, trust_remote_code: bool = False,
-              model_name: str | None = None) -> dict:
+              recipe=None, chat_template: str | None = None, compare_with: str | None = None) -> dict:
+    """Probe the base model (before) and the tuned model (after) on the same prompts.
+
+    Each model is answered in its own child process, one after the other, so two
+    engines are never loaded at once; `recipe` is the one to probe before training
+    (the run's own once it is trained). With `compare_with`, every model is also
+    answered by that engine, and the report lists where the two engines disagree."""
+    from dataclasses import asdict
+
     from rich.console import Console
 
-    from factinject.backends.generators import ModelUnderTest, make_generator, pick_generator
-    from factinject.models import resolve_model
-    from factinject.probe import compute_metrics, missed_bounds, parse_bounds, per_fact, regressions
+    from factinject.engines import check_device, engine_for, generation_engine
+    from factinject.jobs import run_job
+    from factinject.probe import answer_rows, compute_metrics, missed_bounds, misses, parse_bounds, per_fact, regressions
+    from factinject.recipe import Recipe, load_recipe
+    from factinject.targets import GenerateJob, Load
     from factinject.train import check_data_matches_manifest
 
     console = Console(stderr=True)
@@ -85,61 +169,100 @@ def run_probe(run: Run, *, backend: str = "auto", exam: Path | None = None, boun
     bounds = parse_bounds(bounds_text)
     manifest = check_data_matches_manifest(run)
     train_record = manifest.get("train")
-    if train_record:
-        model_name = train_record["recipe"]["model"]["name"]
-    model_name = model_name or "testbed"
-    ref = resolve_model(model_name)
-    probe = _probe_inputs(run, manifest, model_name, world_limit, seed, exam)
+    recipe = Recipe.model_validate(train_record["recipe"]) if train_record else (recipe or load_recipe())
+    check_device(recipe)
+    model_name = recipe.model.name
+    probe = _probe_inputs(run, manifest, model_name, world_limit, seed, exams)
     questions = probe.unique_questions()
-    chosen = pick_generator(backend)
-    lora_rank = train_record["recipe"]["lora"]["r"] if train_record else 16
-    opts = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code) if chosen == "hf" else {
-        "trust_remote_code": trust_remote_code, "lora_rank": lora_rank}
+    engine = generation_engine(backend)
+    compare_with = generation_engine(compare_with) if compare_with else None
+    load = Load(device=recipe.model.device, chat_template=chat_template, trust_remote_code=trust_remote_code,
+                allow_pickle=allow_pickle)
     cache = run.path / "reports" / ".cache"
+    base_target, tuned_target, adapter_target = probe_targets(run, recipe, manifest)
 
-    def answers_for(target: ModelUnderTest, key: dict) -> dict[str, str]:
-        console.print(f"probe: {len(questions)} prompts through the {target.label} model ({chosen})")
-        return _cached_answers(cache, {**key, "label": target.label, "backend": chosen}, questions,
-                               lambda: make_generator(chosen, target, **opts))
+    def job_for(target) -> dict:
+        return GenerateJob(target, questions, recipe.generate.max_new_tokens, load=load,
+                           batch_size=recipe.generate.batch_size,
+                           gpu_memory_utilization=recipe.generate.gpu_memory_utilization,
+                           max_lora_rank=recipe.max_lora_rank).to_dict()
 
-    base_target = ModelUnderTest("base", ref.path, local=ref.local)
-    before = answers_for(base_target, {"model": model_name, "identity": (train_record or {}).get("base_model", {})})
+    # (target, what its answers depend on); each is answered by the engine asked for,
+    # except that vLLM cannot load NF4: those models go to hf.
+    wanted = [(base_target, base_model_key(base_target, chat_template))]
+    if adapter_target:
+        check_template(run, manifest, Path(adapter_target.adapter), "adapter")
+        wanted.append((adapter_target, {"adapter": manifest["train"]["adapter_files"]}))
+    if tuned_target and tuned_target is not adapter_target:
+        check_template(run, manifest, Path(tuned_target.path), "merged")
+        wanted.append((tuned_target, {"merged": manifest["export"]["merged"]["files"]}))
+    engines_used = {t.label: engine_for(t, engine) for t, _ in wanted}
+    for t, _ in wanted:
+        if engines_used[t.label] != engine:
+            console.print(f"probe: the {t.label} model is 4-bit NF4, which vLLM cannot load: the hf engine answers it")
+    # With --compare-with, every model whose second engine differs is answered twice.
+    runs = [(t, key, engines_used[t.label]) for t, key in wanted]
+    if compare_with:
+        runs += [(t, key, engine_for(t, compare_with)) for t, key in wanted
+                 if engine_for(t, compare_with) != engines_used[t.label]]
+    keys = [{**key, "label": t.label, "backend": name, "target": asdict(t),
+             "max_new_tokens": recipe.generate.max_new_tokens} for t, key, name in runs]
+    found = [cached_answers(cache, key, questions) for key in keys]
+    missing = [i for i, answers in enumerate(found) if answers is None]
+    for i in missing:  # said only when the model really runs: `run`'s second probe has the base answers cached
+        target, _, name = runs[i]
+        console.print(f"probe: {len(questions)} prompts through the {target.label} model ({name}, {target.precision})")
+    by_hf = [i for i in missing if runs[i][2] == "hf"]
+    if by_hf:  # one process, one model at a time
+        results = run_job("hf", "generate_each", {"jobs": [job_for(runs[i][0]) for i in by_hf]})["results"]
+        for i, result in zip(by_hf, results):
+            found[i] = store_answers(cache, keys[i], questions, result["answers"])
+    for i in missing:  # any other engine: one engine per process
+        if runs[i][2] != "hf":
+            found[i] = store_answers(cache, keys[i], questions, run_job(runs[i][2], "generate", job_for(runs[i][0]))["answers"])
+    by_label = {t.label: answers for (t, _, _), answers in zip(runs[:len(wanted)], found)}
+    compared = {t.label: (by_label[t.label], answers) for (t, _, _), answers in zip(runs[len(wanted):], found[len(wanted):])}
+    before = by_label["base"]
     after = parity = None
-    tuned_label = None
-    adapter_dir, merged_dir = run.path / "adapter", run.path / "merged"
-    if adapter_dir.exists():
-        check_template(run, manifest, adapter_dir, "adapter")
-        adapter_key = {"adapter": manifest["train"]["adapter_files"]}
-        adapter_answers = answers_for(ModelUnderTest("adapter", ref.path, str(adapter_dir), ref.local), adapter_key)
-        after, tuned_label = adapter_answers, "adapter"
-        if merged_dir.exists() and manifest.get("export", {}).get("merged"):
-            check_template(run, manifest, merged_dir, "merged")
-            merged_answers = answers_for(ModelUnderTest("merged", str(merged_dir)),
-                                         {"merged": manifest["export"]["merged"]["files"]})
-            after, parity, tuned_label = merged_answers, adapter_answers, "merged"
+    if adapter_target:
+        after = by_label["adapter"]
+        if tuned_target is not adapter_target:
+            after, parity = by_label["merged"], by_label["adapter"]
+    tuned_label = tuned_target.label if tuned_target else None
 
     report = {
-        "run": str(run.path), "backend": chosen,
-        "model": {"base": model_name, "tuned": tuned_label},
+        "run": str(run.path), "backend": engine, "engines": engines_used,
+        "model": {"base": model_name, "tuned": tuned_label, "base_precision": base_target.precision,
+                  "tuned_precision": tuned_target.precision if tuned_target else None},
         "before": compute_metrics(probe, before, None),
         "after": compute_metrics(probe, after, before, parity) if after else None,
         "facts": per_fact(probe, before, after),
         "thresholds": bounds,
+        "export_parity": manifest.get("export", {}).get("merged", {}).get("parity") if tuned_label == "merged" else None,
         "regressions": regressions(probe, before, after) if after else [],
         "counts": {k: sum(p.kind == k for p in probe.prompts) for k in sorted({p.kind for p in probe.prompts})},
         "curve": (train_record or {}).get("curve"),
         "best_epoch": (train_record or {}).get("best_epoch"),
+        "stop_reason": (train_record or {}).get("stop_reason"),
+        "max_drift": (train_record or {}).get("recipe", {}).get("stop", {}).get("max_drift"),
+        "exam": [e.record() for e in exams],
+        # Every held-out and exam question the model of this report (tuned, else base) got wrong.
+        "misses": misses(probe, after or before),
+        "next_step": None if after else next_step(run),
         "seconds": None,
     }
+    if compare_with:
+        report["engine_agreement"] = engine_agreement(engine, compare_with, compared)
     report["missed"] = missed_bounds(report["after"] or report["before"], bounds)
     report["seconds"] = round(time.perf_counter() - started, 2)
-    write_reports(run, report, questions, before, after)
-    run.update_manifest("probe", {"report": "reports/report.json", "tuned": tuned_label, "backend": chosen,
-                                  "after": report["after"], "before": report["before"], "seconds": report["seconds"]})
+    write_reports(run, report, answer_rows(probe, before, after))
+    run.update_manifest("probe", {"report": "reports/report.json", "tuned": tuned_label, "backend": engine,
+                                  "exam": report["exam"], "after": report["after"], "before": report["before"],
+                                  "seconds": report["seconds"]})
     return report
 
 
-def write_reports(run: Run, report: dict, questions: list[str], before: dict, after: dict | None) -> None:
+def write_reports(run: Run, report: dict, rows: list[dict]) -> None:
     from factinject.redact import redact
     from factinject.report import render_html, render_markdown
 
@@ -149,8 +272,8 @@ def write_reports(run: Run, report: dict, questions: list[str], before: dict, af
         (tmp / "report.json").write_text(redact(json.dumps(report, indent=2, ensure_ascii=False) + "\n"), encoding="utf-8")
         (tmp / "report.md").write_text(redact(render_markdown(report)), encoding="utf-8")
         (tmp / "report.html").write_text(redact(render_html(report)), encoding="utf-8")
-        answers = [{"question": q, "before": before[q], "after": after[q] if after else None} for q in questions]
-        (tmp / "answers.jsonl").write_text("".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers), encoding="utf-8")
+        (tmp / "answers.jsonl").write_text(redact("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)),
+                                           encoding="utf-8")
         if cache.exists():  # keep cached base answers across probes
             import shutil
 
@@ -176,7 +299,8 @@ def print_summary(report: dict) -> None:
 @click.option("--backend", type=click.Choice(["auto", "hf", "vllm"]), default="auto", show_default=True,
               help="auto picks vllm when it is importable and a GPU is present.")
 @click.option("--questions", "exam", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Your own exam: JSONL rows with question and answer_key (or expected), optional fact_id.")
+              help="Your own exam: JSONL rows with question and answer_key (or expected), optional fact_id and "
+                   "aliases. Default: <sheet>.exam.jsonl next to each of the run's sheets, if there is one.")
 @click.option("--fail-under", "fail_under", help="Bounds, e.g. recall_heldout=0.9,retention=0.97 (bleed is an upper bound).")
 @click.option("--world-limit", default=400, show_default=True, help="Testbed: held-out world questions to probe.")
 @click.option("--recipe", "recipe_path", type=click.Path(path_type=Path),
@@ -185,27 +309,43 @@ def print_summary(report: dict) -> None:
 @click.option("--trust-remote-code", is_flag=True, help="Allow a model's own Python code. Only for models you trust.")
 @click.option("--chat-template", "chat_template", metavar="default|FILE",
               help="For a base model without a chat template (default: the one this run recorded).")
+@click.option("--compare-with", "compare_with", type=click.Choice(["hf", "vllm"]),
+              help="Also answer every model with this engine; the report lists where the two disagree.")
 def probe(run_path, backend, exam, fail_under, world_limit, recipe_path, allow_pickle, trust_remote_code,
-          chat_template) -> None:
+          chat_template, compare_with) -> None:
     """Probe the base model (before) and the tuned model (after) on the same prompts.
 
     Writes reports/report.json, report.md and report.html in the run. After
     `export --merged`, "after" is the merged model and parity compares it with the
     adapter. Exits with status 1 when a --fail-under bound is missed.
     """
+    from factinject.exam import describe, exams_for
     from factinject.guard import OOM_PROBE_FIX, guarded
     from factinject.models import run_template
     from factinject.recipe import load_recipe
     from factinject.rundir import resolve_run
 
     run = resolve_run(str(run_path) if run_path else None)
-    model_name = load_recipe(recipe_path).model.name if recipe_path else None
+    recipe = load_recipe(recipe_path) if recipe_path else None
     interrupt = ("interrupted (Ctrl-C); no report was written",
                  "any previous report is intact; run `factinject probe` again (finished answer sets are cached)")
-    with guarded(run, "probe", interrupt, oom_fix=OOM_PROBE_FIX), run_template(run, chat_template):
-        report = run_probe(run, backend=backend, exam=exam, bounds_text=fail_under, world_limit=world_limit,
-                           allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, model_name=model_name)
+    with guarded(run, "probe", interrupt, oom_fix=OOM_PROBE_FIX), run_template(run, chat_template) as template:
+        sheets = [s["path"] for s in run.manifest().get("expand", {}).get("sheets", [])]
+        exams = exams_for(exam, sheets)
+        if describe(exams):
+            click.echo(describe(exams))
+        report = run_probe(run, backend=backend, exams=exams, bounds_text=fail_under, world_limit=world_limit,
+                           allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, recipe=recipe,
+                           chat_template=template, compare_with=compare_with)
     print_summary(report)
+    if report["next_step"]:
+        click.secho(report["next_step"], fg="yellow")
+    if report.get("engine_agreement"):
+        from factinject.report import fmt_share
+
+        agreement = report["engine_agreement"]
+        click.echo(f"identical answers, {agreement['engine']} vs {agreement['reference']}: "
+                   + "; ".join(f"{label} {fmt_share(m)}" for label, m in agreement["models"].items()))
     click.echo(f"report: {run.path / 'reports' / 'report.html'} ({report['seconds']}s)")
     if report["missed"]:
         click.secho("missed bounds: " + "; ".join(report["missed"]), fg="red", err=True)

@@ -11,12 +11,29 @@ import difflib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from factinject.errors import FactinjectError
 
-REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # shipped as package data (`recipes/` links here)
+METHOD = "method.yaml"  # the tuned method every recipe extends unless it says otherwise
+DEFAULT_RECIPE = "testbed-cpu.yaml"  # what `train` and `run` use without --recipe
 TESTBED = "testbed"  # model name that means the embedded CPU testbed model
+FIXTURE_PREFIX = "fixture:"  # model names like "fixture:qwen2.5": a tiny random model of that family (tests)
+
+# Per-model recipes may override these without saying why: the model itself, memory
+# (batch, sequence length, precision, shards, probe sizing) and learning-rate settings
+# (alpha scales the update as the learning rate does). Anything else is a change of
+# method and must be listed under `method_changes` with its reason.
+MODEL_KEYS = ("model.", "generate.", "export.", "train.learning_rate", "train.warmup_ratio", "train.batch_size",
+              "train.grad_accum", "lora.alpha")
 
 
 class _Strict(BaseModel):
@@ -25,12 +42,22 @@ class _Strict(BaseModel):
 
 class ModelSpec(_Strict):
     name: str = Field(TESTBED, description="'testbed', a hub id or a local path")
-    backend: Literal["auto", "cpu", "unsloth"] = "auto"
+    backend: Literal["auto", "hf", "unsloth"] = Field(
+        "auto", description="training engine: auto (unsloth with CUDA and unsloth installed, else hf), hf, unsloth")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="cuda: this recipe needs an NVIDIA GPU")
     max_seq_length: int = Field(256, ge=16, le=131072)
-    load_in_4bit: bool = True  # used by the unsloth backend only
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    load_in_4bit: bool = Field(False, description="train LoRA on a 4-bit NF4 base (QLoRA)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="compute dtype of the base (auto: float32 on a CPU, bfloat16 on a GPU that has it)")
+    merge_base: str | None = Field(None, description="16-bit weights to merge into (e.g. the original of a "
+                                                     "-bnb-4bit checkpoint); default: the base, dequantized if 4-bit")
     trust_remote_code: bool = False
     allow_pickle: bool = False
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _old_name(cls, v):
+        return "hf" if v == "cpu" else v  # 'cpu' was the hf engine's earlier name
 
 
 class LoraSpec(_Strict):
@@ -81,11 +108,58 @@ class StopSpec(_Strict):
     control_prompts: int = Field(48, ge=0, description="control prompts scored for drift after each epoch")
 
 
+class GenerateSpec(_Strict):
+    """How answers are generated in every stage (dev recall, drift, replay, parity, probe)."""
+
+    max_new_tokens: int = Field(64, ge=8, le=8192, description="answer budget; replayed answers that do not end "
+                                "within it are left out of training, never cut")
+    batch_size: int | None = Field(None, ge=1, description="hf engine prompts per batch (default: 64 CPU, 256 GPU)")
+    gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0, description="vllm engine: share of the GPU it may take")
+    max_lora_rank: int | None = Field(None, ge=1, description="vllm engine: largest LoRA rank (default: lora.r)")
+
+
+class ExportSpec(_Strict):
+    """`export --merged`: the merged model's precision, shards and parity bound."""
+
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    max_shard_size: str = Field("4GB", description="largest safetensors shard, e.g. 500MB or 4GB")
+    max_recall_drop: float = Field(0.05, ge=0.0, le=1.0, description="largest tolerated drop in fact recall from the "
+                                   "adapter on the 4-bit base (as trained) to the 16-bit merge")
+
+    @field_validator("max_shard_size")
+    @classmethod
+    def _size(cls, v: str) -> str:
+        parse_size(v)
+        return v
+
+    @property
+    def max_shard_bytes(self) -> int:
+        return parse_size(self.max_shard_size)
+
+
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def parse_size(text: str) -> int:
+    """'500MB' -> 500_000_000 (decimal units, as transformers' max_shard_size)."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMG]?I?B)\s*", str(text).upper())
+    if not m or m.group(2) not in _UNITS:
+        raise ValueError(f"{text!r} is not a size like 500MB or 4GB")
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
 class Recipe(_Strict):
+    extends: str | None = Field(None, description="the recipe this one starts from (resolved when loading)")
+    method_changes: dict[str, str] = Field(default_factory=dict,
+                                           description="dotted keys that change the method, each with its reason")
     model: ModelSpec = Field(default_factory=ModelSpec)
     lora: LoraSpec = Field(default_factory=LoraSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     stop: StopSpec = Field(default_factory=StopSpec)
+    generate: GenerateSpec = Field(default_factory=GenerateSpec)
+    export: ExportSpec = Field(default_factory=ExportSpec)
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -102,6 +176,10 @@ class Recipe(_Strict):
             section, field = key.split(".")
             data[section][field] = value
         return validate_recipe(data, "<flags>")
+
+    @property
+    def max_lora_rank(self) -> int:
+        return self.generate.max_lora_rank or self.lora.r
 
 
 def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
@@ -172,15 +250,29 @@ def validate_recipe(data: object, where: str, text: str | None = None) -> Recipe
                               fix="correct the value; see docs/recipes.md for every key") from None
 
 
-def load_recipe(path: str | Path | None) -> Recipe:
-    """Read a recipe file (or the default recipe when path is None)."""
+def recipe_names() -> list[str]:
+    """The shipped recipes, by path under recipes/ ('llama-3.1-8b-instruct.yaml', 'fixtures/...')."""
+    return sorted(str(p.relative_to(RECIPES_DIR)) for p in RECIPES_DIR.rglob("*.yaml"))
+
+
+def find_recipe(spec: str | Path) -> Path:
+    """A recipe path as given, else a shipped recipe by name ('llama-3.1-8b-instruct[.yaml]',
+    'fixtures/qwen2.5-7b-instruct', 'recipes/...' from anywhere)."""
+    p = Path(spec).expanduser()
+    if p.is_file():
+        return p
+    if not p.is_absolute():
+        rel = Path(*p.parts[1:]) if p.parts[:1] == ("recipes",) else p
+        for candidate in (RECIPES_DIR / rel, RECIPES_DIR / f"{rel}.yaml"):
+            if candidate.is_file():
+                return candidate
+    raise FactinjectError("no such recipe", where=p, fix=f"give a recipe file, or one of the shipped recipes: "
+                                                        f"{', '.join(recipe_names())}")
+
+
+def _read_yaml(p: Path) -> tuple[dict, str]:
     import yaml
 
-    if path is None:
-        return Recipe()
-    p = Path(path)
-    if not p.exists():
-        raise FactinjectError("no such recipe", where=p, fix=f"pick one of {sorted(x.name for x in REPO_RECIPES.glob('*.yaml'))}")
     text = p.read_text(encoding="utf-8")
     try:
         data = yaml.safe_load(text)
@@ -188,4 +280,70 @@ def load_recipe(path: str | Path | None) -> Recipe:
         mark = getattr(err, "problem_mark", None)
         raise FactinjectError(f"not valid YAML: {getattr(err, 'problem', err)}", where=p,
                               line=mark.line + 1 if mark else None, fix="fix the indentation or quoting on that line") from None
-    return validate_recipe(data, str(p), text)
+    if data is None:
+        data = {}
+    validate_recipe(data, str(p), text)  # each file's own mistakes are named in that file, at their line
+    return data, text
+
+
+def _merge(base: dict, child: dict) -> dict:
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "method_changes":
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+def load_recipe_data(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """The raw recipe with everything it extends folded in (the recipe's own keys win)."""
+    path = path.resolve()
+    if path in _seen:
+        raise FactinjectError("recipes extend each other in a circle: " + " -> ".join(p.name for p in (*_seen, path)),
+                              where=path, fix="remove one of the `extends:` lines")
+    data, text = _read_yaml(path)
+    is_method = path == (RECIPES_DIR / METHOD).resolve()
+    parent = data.get("extends", None if is_method else METHOD)
+    if parent is None:
+        return data
+    for candidate in (path.parent / parent, RECIPES_DIR / parent):
+        if candidate.is_file():
+            base = load_recipe_data(candidate, (*_seen, path))
+            break
+    else:
+        raise FactinjectError(f"extends {parent!r}, which is neither next to this recipe nor shipped", where=path,
+                              line=_line_of(text, ("extends",)), fix=f"shipped recipes: {', '.join(recipe_names())}")
+    merged = _merge({k: v for k, v in base.items() if k not in ("extends", "method_changes")}, data)
+    merged["extends"] = parent
+    return merged
+
+
+def load_recipe(path: str | Path | None = None) -> Recipe:
+    """Read a recipe file, or a shipped recipe by name; None means the default recipe."""
+    p = find_recipe(path if path is not None else DEFAULT_RECIPE)
+    return validate_recipe(load_recipe_data(p), str(p))
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, object]:
+    """{'train': {'epochs': 3}} -> {'train.epochs': 3} (the dotted keys recipes and flags use)."""
+    out: dict[str, object] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key != "method_changes":
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def method_deviations(path: Path) -> dict[str, tuple[object, object]]:
+    """Keys a per-model recipe sets differently from its method base, other than model,
+    memory and learning-rate settings: {key: (method value, recipe value)}."""
+    data = load_recipe_data(path)
+    if data.get("extends") is None:
+        return {}
+    own = validate_recipe(data, str(path)).model_dump()
+    base = load_recipe(RECIPES_DIR / METHOD).model_dump()
+    flat_own, flat_base = flatten(own), flatten(base)
+    return {k: (flat_base[k], v) for k, v in flat_own.items()
+            if k not in ("extends", "method_changes") and not k.startswith(MODEL_KEYS) and flat_base.get(k) != v}

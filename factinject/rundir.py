@@ -171,3 +171,22 @@ def resolve_run(option: str | None, exports: Path = EXPORTS) -> Run:
         return run
     raise FactinjectError("no run given and none expanded yet", where=exports,
                           fix="run `factinject expand facts/<sheet>.md` first, or pass --run exports/<name>")
+
+
+def read_split(run: Run, split: str) -> list[dict]:
+    """The rows of data/<split>.jsonl; a broken line is named by file and line."""
+    path = run.data_dir / f"{split}.jsonl"
+    if not path.exists():
+        raise FactinjectError(f"no {split} data in this run", where=path,
+                              fix="run `factinject expand facts/<sheet>.md` first (or pass --run)")
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            try:
+                row = json.loads(line)
+                assert isinstance(row, dict) and row["messages"] and row["answer_key"] is not None
+            except (json.JSONDecodeError, KeyError, AssertionError, TypeError):
+                raise FactinjectError("line is not a valid factinject row", where=path, line=number,
+                                      fix="re-run `factinject expand` to rewrite the data") from None
+            rows.append(row)
+    return rows

@@ -2,7 +2,9 @@
 
 Normalisation (NFKC, case, punctuation, whitespace) and whole-word matching, so
 "MIT" matches "the mit license" but not "submit", and a URL matches with or without
-its trailing slash. Pure functions; used by training (dev recall), probing and tests.
+its trailing slash. Symbols (emoji, `+`, `#`, `%`, currency signs) are kept as words
+of their own: "C++" must not match a plain "C", and an emoji key must be matchable at
+all. Pure functions; used by training (dev recall), probing and tests.
 """
 
 from __future__ import annotations
@@ -12,11 +14,22 @@ import re
 import unicodedata
 
 _PUNCT = re.compile(r"[^\w]+", re.UNICODE)
+# Punctuation that names things ("C#", "100%", "AT&T") rather than separating words.
+_NAMING_PUNCT = frozenset("#%&@*§¶†‡‰")
+
+
+def _is_symbol(ch: str) -> bool:
+    return ch in _NAMING_PUNCT or unicodedata.category(ch).startswith("S")
 
 
 def normalise(text: str) -> str:
+    """Case-folded words and symbols separated by single spaces ("C++ rocks!" -> "c + + rocks")."""
     text = unicodedata.normalize("NFKC", text).casefold()
-    return " ".join(_PUNCT.sub(" ", text).split())
+    if any(_is_symbol(ch) for ch in text):  # rare: the plain path below is the hot one
+        text = "".join(f" {ch} " if _is_symbol(ch) else ch if ch.isalnum() or ch == "_" else " " for ch in text)
+    else:
+        text = _PUNCT.sub(" ", text)
+    return " ".join(text.split())
 
 
 def contains_key(answer: str, key: str, aliases: tuple[str, ...] | list[str] = ()) -> bool:

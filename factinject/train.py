@@ -1,9 +1,10 @@
 """The training stage: what to train on, when to stop, and where the adapter goes.
 
-Backend-independent. The backends (`backends/hf_train.py` on the CPU,
-`backends/unsloth_train.py` on a GPU) receive a `TrainJob` and report one
-`EpochRecord` per epoch; `choose_epoch` (pure) decides whether to go on and which
-epoch to keep. The `test` split is never read here: it belongs to the final report.
+Engine-independent, and imports no engine: a `TrainJob` (plain data, the chat
+template included) goes to the `hf` or `unsloth` engine's `train` in a child process
+(jobs.py), which reports one `EpochRecord` per epoch; `choose_epoch` (pure) decides
+whether to go on and which epoch to keep. The `test` split is never read here: it
+belongs to the final report.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from pathlib import Path
 
 from factinject.errors import FactinjectError
 from factinject.recipe import Recipe, StopSpec
-from factinject.rundir import Run, atomic_dir, sha256_file, write_text_atomic
+from factinject.rundir import (
+    Run,
+    atomic_dir,
+    read_split,
+    sha256_file,
+    write_text_atomic,
+)
 from factinject.scoring import wilson_interval
 
 STATE_DIR = "train"  # run/train/: checkpoints, curve, base answers (for --resume)
@@ -100,7 +107,7 @@ def mix_replay(fact_rows: list[dict], replay: list[dict], ratio: float, seed: in
 
 @dataclass
 class TrainJob:
-    """Everything a backend needs; JSON-serialisable (the Unsloth backend runs in a child process)."""
+    """Everything a training engine needs; JSON-serialisable (it runs in a child process)."""
 
     run_dir: str
     model_name: str
@@ -114,6 +121,8 @@ class TrainJob:
     resume: bool = False
     allow_pickle: bool = False
     trust_remote_code: bool = False
+    chat_template: str | None = None  # for a base model that ships none (--chat-template)
+    model_local: bool = True
     fingerprint: str = ""
 
     @property
@@ -141,24 +150,11 @@ class TrainResult:
     seconds: float
     base_identity: dict
     replay_rows: int = 0
+    row_counts: dict = field(default_factory=dict)  # replay, contrast, unfinished_left_out
 
-
-def read_split(run: Run, split: str) -> list[dict]:
-    path = run.data_dir / f"{split}.jsonl"
-    if not path.exists():
-        raise FactinjectError(f"no {split} data in this run", where=path,
-                              fix="run `factinject expand facts/<sheet>.md` first (or pass --run)")
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            try:
-                row = json.loads(line)
-                assert isinstance(row, dict) and row["messages"] and row["answer_key"] is not None
-            except (json.JSONDecodeError, KeyError, AssertionError, TypeError):
-                raise FactinjectError("line is not a valid factinject row", where=path, line=number,
-                                      fix="re-run `factinject expand` to rewrite the data") from None
-            rows.append(row)
-    return rows
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainResult":
+        return cls(**{**data, "curve": [EpochRecord(**r) for r in data["curve"]]})
 
 
 def check_data_matches_manifest(run: Run) -> dict:
@@ -177,7 +173,8 @@ def check_data_matches_manifest(run: Run) -> dict:
     return manifest
 
 
-def build_job(run: Run, recipe: Recipe, *, resume: bool, allow_pickle: bool, trust_remote_code: bool) -> TrainJob:
+def build_job(run: Run, recipe: Recipe, *, resume: bool, allow_pickle: bool, trust_remote_code: bool,
+              chat_template: str | None = None) -> TrainJob:
     from factinject import contrast, controls
     from factinject.models import resolve_model
 
@@ -197,7 +194,8 @@ def build_job(run: Run, recipe: Recipe, *, resume: bool, allow_pickle: bool, tru
         contrast_prompts=contrast.contrast_prompts(
             fact_rows, manifest["expand"]["facts"], contrast.training_other_names(controls.other_names(recipe.model.name)),
             recipe.train.contrast_per_fact, seed + 2),
-        resume=resume, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+        resume=resume, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, chat_template=chat_template,
+        model_local=ref.local,
     )
     job.fingerprint = _fingerprint(job, manifest)
     return job
@@ -209,15 +207,6 @@ def _fingerprint(job: TrainJob, manifest: dict) -> str:
     payload = json.dumps({"recipe": job.recipe, "data": manifest["expand"]["files"], "model": job.model_name},
                          sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def pick_backend(name: str) -> str:
-    """'auto' -> 'unsloth' when CUDA and unsloth are both there, else 'cpu'."""
-    from factinject.backends import cuda_with
-
-    if name != "auto":
-        return name
-    return "unsloth" if cuda_with("unsloth") else "cpu"
 
 
 def drop_incomplete_checkpoints(job: TrainJob) -> None:
@@ -253,21 +242,22 @@ def prepare_state(job: TrainJob) -> None:
     write_text_atomic(state_file, json.dumps({"fingerprint": job.fingerprint}) + "\n")
 
 
-def run_training(run: Run, recipe: Recipe, *, backend: str = "auto", resume: bool = False, fresh: bool = False,
-                 allow_pickle: bool = False, trust_remote_code: bool = False) -> TrainResult:
+def run_training(run: Run, recipe: Recipe, *, backend: str | None = None, resume: bool = False, fresh: bool = False,
+                 allow_pickle: bool = False, trust_remote_code: bool = False,
+                 chat_template: str | None = None) -> TrainResult:
+    """Train in the chosen engine's child process and publish the kept epoch's adapter."""
+    from factinject.engines import check_device, training_engine
+    from factinject.jobs import run_job
+
     started = time.perf_counter()
-    job = build_job(run, recipe, resume=resume, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    check_device(recipe)
+    engine = training_engine(recipe, backend)
+    job = build_job(run, recipe, resume=resume, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+                    chat_template=chat_template)
     if fresh:
         shutil.rmtree(job.state_dir, ignore_errors=True)
     prepare_state(job)
-    chosen = pick_backend(backend if backend != "auto" else recipe.model.backend)
-    if chosen == "cpu":
-        from factinject.backends.hf_train import train as backend_train
-    elif chosen == "unsloth":
-        from factinject.backends.unsloth_train import train_in_child as backend_train
-    else:
-        raise FactinjectError(f"unknown backend {chosen!r}", fix="use auto, cpu or unsloth")
-    result = backend_train(job)
+    result = TrainResult.from_dict(run_job(engine, "train", asdict(job)))
     result.seconds = time.perf_counter() - started
     publish_adapter(run, job, result)
     return result
@@ -288,8 +278,10 @@ def publish_adapter(run: Run, job: TrainJob, result: TrainResult) -> None:
         "best_epoch": result.best_epoch,
         "stop_reason": result.reason,
         "curve": [asdict(r) for r in result.curve],
-        "rows": {"facts": len(job.fact_rows), "replay": result.replay_rows, "dev": len(job.dev_rows),
-                 "drift_prompts": len(job.drift_prompts)},
+        "rows": {"facts": len(job.fact_rows), "replay": result.replay_rows,
+                 "contrast": result.row_counts.get("contrast", 0), "dev": len(job.dev_rows),
+                 "drift_prompts": len(job.drift_prompts),
+                 "unfinished_left_out": result.row_counts.get("unfinished_left_out", 0)},
         "adapter_files": {p.name: sha256_file(p) for p in sorted(target.iterdir()) if p.is_file()},
         "seconds": round(result.seconds, 2),
         "seed": job.recipe["train"]["seed"],
@@ -303,7 +295,8 @@ def package_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for name in ("factinject", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "unsloth", "vllm"):
+    for name in ("factinject", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes",
+                 "unsloth", "vllm"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:

@@ -36,12 +36,13 @@ def interrupted_training(run, template_flag: str):
 @click.command()
 @click.option("--run", "run_path", type=click.Path(path_type=Path), help="Run directory (default: the last expanded run).")
 @click.option("--recipe", "recipe_path", type=click.Path(path_type=Path),
-              help="Recipe YAML (default: recipes/testbed-cpu.yaml settings).")
+              help="Recipe YAML, or a shipped recipe's name (default: testbed-cpu).")
 @click.option("--epochs", help="A number, or 'auto' to choose the epoch on the dev split (default: the recipe's).")
 @click.option("--lr", type=float, help="Override train.learning_rate.")
 @click.option("--rank", type=int, help="Override lora.r.")
-@click.option("--backend", type=click.Choice(["auto", "cpu", "unsloth"]), default=None,
-              help="auto picks Unsloth when CUDA and unsloth are present, else the CPU backend.")
+@click.option("--backend", type=click.Choice(["auto", "hf", "unsloth", "cpu"]), default=None,
+              help="Training engine: auto picks unsloth when CUDA and unsloth are present, else hf "
+                   "(transformers + PEFT, CPU or GPU; 'cpu' is an old name for it).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted training from its last epoch checkpoint.")
 @click.option("--fresh", is_flag=True, help="Discard an interrupted training and start over.")
 @click.option("--allow-pickle", is_flag=True, help="Allow loading .bin (pickle) weights. Only for models you trust.")
@@ -57,23 +58,25 @@ def train(run_path, recipe_path, epochs, lr, rank, backend, resume, fresh, allow
     drift-control prompts; training stops when dev recall stops improving or answers
     drift too far, and the best epoch's adapter is kept in <run>/adapter.
     """
+    from factinject.engines import check_device
     from factinject.guard import OOM_TRAIN_FIX, guarded
     from factinject.models import run_template
-    from factinject.recipe import REPO_RECIPES, load_recipe
+    from factinject.recipe import load_recipe
     from factinject.rundir import resolve_run
     from factinject.train import run_training
 
     if resume and fresh:
         raise FactinjectError("--resume and --fresh contradict each other", fix="pass one of them")
     run = resolve_run(str(run_path) if run_path else None)
-    default = REPO_RECIPES / "testbed-cpu.yaml"
-    recipe = load_recipe(recipe_path or (default if default.exists() else None))
+    recipe = load_recipe(recipe_path)
     recipe = recipe.with_overrides(**{"train.epochs": parse_epochs(epochs), "train.learning_rate": lr, "lora.r": rank,
                                       "model.backend": backend})
+    check_device(recipe, str(recipe_path) if recipe_path else None)
     flag = f" --chat-template {chat_template}" if chat_template else ""
-    with guarded(run, "train", interrupted_training(run, flag), oom_fix=OOM_TRAIN_FIX), run_template(run, chat_template):
-        result = run_training(run, recipe, backend=recipe.model.backend, resume=resume, fresh=fresh,
-                              allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    with guarded(run, "train", interrupted_training(run, flag), oom_fix=OOM_TRAIN_FIX), \
+            run_template(run, chat_template) as template:
+        result = run_training(run, recipe, resume=resume, fresh=fresh, allow_pickle=allow_pickle,
+                              trust_remote_code=trust_remote_code, chat_template=template)
     best = next(r for r in result.curve if r.epoch == result.best_epoch)
     click.echo(f"kept epoch {result.best_epoch} of {len(result.curve)} ({result.reason}); dev recall "
                f"{best.dev_correct}/{best.dev_n}, drift {best.drift_changed}/{best.drift_n}; "

@@ -11,7 +11,7 @@ from conftest import FACTS
 
 from factinject.expand import ExpandConfig, expand_sheets, normalise_question
 from factinject.factsheet import read_sheet
-from factinject.probe import load_exam
+from factinject.exam import read_exam
 
 SHEETS = ("tinyllm", "protosai", "lumen")
 MIN_PER_FACT = 5
@@ -35,7 +35,7 @@ def _jaccard(a: frozenset, b: frozenset) -> float:
 def test_every_fact_has_at_least_five_questions_with_its_own_key(name):
     sheet = read_sheet(FACTS / f"{name}.md")
     keys = {f.id: f.answer_key for f in sheet.facts}
-    exam = load_exam(FACTS / f"{name}.exam.jsonl")
+    exam = read_exam(FACTS / f"{name}.exam.jsonl").questions
     per_fact = Counter(p.fact_id for p in exam)
     short = {f: per_fact.get(f, 0) for f in keys if per_fact.get(f, 0) < MIN_PER_FACT}
     assert not short, f"{name}: facts with fewer than {MIN_PER_FACT} exam questions: {short}"
@@ -49,7 +49,7 @@ def test_every_fact_has_at_least_five_questions_with_its_own_key(name):
 
 @pytest.mark.parametrize("name", SHEETS)
 def test_no_exam_question_is_a_key_giveaway(name):
-    exam = load_exam(FACTS / f"{name}.exam.jsonl")
+    exam = read_exam(FACTS / f"{name}.exam.jsonl").questions
     leaks = [p.question for p in exam if p.answer_key.lower() not in ("no", "yes")
              and normalise_question(p.answer_key) in normalise_question(p.question)]
     assert not leaks, f"{name}: questions that contain their own answer: {leaks}"
@@ -67,7 +67,7 @@ def test_exam_is_not_what_the_expander_generates(name):
     # the splits and which questions are typed in lower case, which normalising undoes).
     for row in expand_sheets([sheet], ExpandConfig(max_questions_per_family=1000)).rows:
         generated.setdefault(row["fact_id"], []).append(row["messages"][0]["content"])
-    exam = load_exam(FACTS / f"{name}.exam.jsonl")
+    exam = read_exam(FACTS / f"{name}.exam.jsonl").questions
     copies = [p.question for p in exam
               if normalise_question(p.question) in {normalise_question(q) for q in generated[p.fact_id]}]
     assert not copies, f"{name}: exam questions the expander generates itself: {copies}"

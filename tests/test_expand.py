@@ -125,7 +125,7 @@ def test_conflicting_questions_across_subjects_are_an_error():
 
 
 def test_two_relations_asked_the_same_way_are_an_error():
-    sheet = parse_sheet("# Atlas\n- maintainer: Atlas is kept by **Ann**.\n- maintainers: Atlas is kept by **Ann and Bo**.\n")
+    sheet = parse_sheet("# Atlas\n- creator: Atlas was made by **Ann**.\n- founder: Atlas was made by **Ann and Bo**.\n")
     with pytest.raises(FactinjectError, match="two different answers") as info:
         expand_sheets([sheet])
     assert "merge them" in info.value.fix

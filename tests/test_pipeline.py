@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,15 +33,46 @@ def finished_run(tmp_path_factory):
     recipe = yaml.safe_load((REPO / "recipes" / "testbed-cpu.yaml").read_text())
     recipe["train"]["max_epochs"] = 3
     (root / "fast.yaml").write_text(yaml.safe_dump(recipe))
+    # The user's own exam next to the sheet is picked up without --questions.
+    shutil.copy(FACTS / "tinyllm.md", root / "tinyllm.md")
+    (root / "tinyllm.exam.jsonl").write_text("".join(json.dumps(row) + "\n" for row in EXAM), encoding="utf-8")
     cwd = os.getcwd()
     os.chdir(root)
     try:
-        result = CliRunner().invoke(main, ["run", str(FACTS / "tinyllm.md"), "--recipe", "fast.yaml"],
-                                    catch_exceptions=False)
+        result = CliRunner().invoke(main, ["run", "tinyllm.md", "--recipe", "fast.yaml"], catch_exceptions=False)
     finally:
         os.chdir(cwd)
     assert result.exit_code == 0, result.output
     return root / "exports" / "tinyllm", result.output
+
+
+EXAM = [{"question": "Who looks after TinyLLM these days?", "answer_key": "Jason Cox", "fact_id": "tinyllm/maintainer"},
+        {"question": "Under which license can I use TinyLLM?", "answer_key": "MIT"},  # matched by key and subject
+        {"question": "What is the TinyLLM mascot called?", "answer_key": "Zorblat"}]  # no such fact: always a miss
+
+
+def test_run_picks_up_the_exam_and_the_report_shows_every_miss_with_its_answer(finished_run):
+    import hashlib
+    import html
+
+    run, output = finished_run
+    assert "exam: tinyllm.exam.jsonl (3 questions)" in output
+    assert output.count("through the base model") == 1, "the second probe reuses the base model's answers"
+    report = json.loads((run / "reports" / "report.json").read_text())
+    digest = hashlib.sha256((run.parents[1] / "tinyllm.exam.jsonl").read_bytes()).hexdigest()
+    assert report["exam"] == [{"path": "tinyllm.exam.jsonl", "sha256": digest, "questions": 3}]
+    assert json.loads((run / "manifest.json").read_text())["probe"]["exam"] == report["exam"]
+    assert report["after"]["exam"]["n"] == 3 and report["next_step"] is None
+    assert report["facts"]["tinyllm/maintainer"]["after"]["recall_exam"]["n"] == 1
+    assert report["facts"]["tinyllm/license"]["after"]["recall_exam"]["n"] == 1
+    rows = [json.loads(line) for line in (run / "reports" / "answers.jsonl").read_text().splitlines()]
+    page = (run / "reports" / "report.html").read_text()
+    missed = [r for r in rows if r["set"] in ("exam", "heldout") and not r["correct_after"]]
+    assert any(r["question"] == EXAM[2]["question"] for r in missed)
+    for r in missed:  # each failed held-out or exam question is in the report with the model's answer
+        assert html.escape(r["question"]) in page and html.escape(r["after"]) in page, r
+    listed = sum(len(v) for groups in report["misses"].values() for v in groups.values())
+    assert listed == len(missed)
 
 
 def test_run_prints_table_and_meets_loose_bounds(finished_run):
@@ -70,7 +102,9 @@ def test_run_records_the_epoch_curve_and_a_loadable_adapter(finished_run):
     curve = manifest["train"]["curve"]
     assert curve and all({"epoch", "loss", "dev_recall", "drift"} <= set(e) for e in curve)
     assert manifest["train"]["best_epoch"] in [e["epoch"] for e in curve]
-    assert manifest["export"]["merged"]["parity"]["max_logit_diff"] < 1e-3
+    exactness = manifest["export"]["merged"]["parity"]["exactness"]
+    assert exactness["max_logit_diff"] < 1e-3 and exactness["identical"] == exactness["n"], exactness
+    assert manifest["export"]["merged"]["parity"]["quantization"] is None, "the testbed is not trained in 4-bit"
     adapter = json.loads((run / "adapter" / "adapter_config.json").read_text())
     assert set(adapter["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     assert not adapter.get("modules_to_save"), "no full lm_head/embed_tokens copies in the adapter"

@@ -8,8 +8,18 @@ import re
 import pytest
 
 from factinject.errors import FactinjectError
+from factinject.exam import ExamQuestion, match_fact, read_exam
 from factinject.probe import (
-    METRICS, Prompt, build_probe_set, compute_metrics, load_exam, missed_bounds, parse_bounds, per_fact, regressions,
+    METRICS,
+    Prompt,
+    answer_rows,
+    build_probe_set,
+    compute_metrics,
+    missed_bounds,
+    misses,
+    parse_bounds,
+    per_fact,
+    regressions,
 )
 from factinject.report import render_html, render_markdown
 
@@ -114,14 +124,168 @@ def test_exam_file(tmp_path):
     path = tmp_path / "exam.jsonl"
     path.write_text('{"question": "Who maintains TinyLLM?", "expected": "Jason Cox", "fact_id": "tinyllm/maintainer"}\n\n'
                     '{"question": "Eight in digits?", "answer_key": "8", "aliases": ["eight"]}\n')
-    exam = load_exam(path)
-    assert exam == [Prompt("exam", "Who maintains TinyLLM?", "Jason Cox", (), "tinyllm/maintainer"),
-                    Prompt("exam", "Eight in digits?", "8", ("eight",), None)]
+    exam = read_exam(path)
+    assert [(q.question, q.answer_key, q.aliases, q.fact_id, q.line) for q in exam.questions] == [
+        ("Who maintains TinyLLM?", "Jason Cox", (), "tinyllm/maintainer", 1), ("Eight in digits?", "8", ("eight",), None, 3)]
+    assert exam.record() == {"path": str(path), "sha256": __import__("hashlib").sha256(path.read_bytes()).hexdigest(),
+                             "questions": 2}
     path.write_text('{"question": "x", "answer_key": "y"}\n{"question": "no key"}\n')
     with pytest.raises(FactinjectError) as info:
-        load_exam(path)
+        read_exam(path)
     assert info.value.line == 2
     path.write_text('{"question": "x", "answer_key": "y"}\n{oops\n')
     with pytest.raises(FactinjectError, match="not valid JSON") as info:
-        load_exam(path)
+        read_exam(path)
     assert info.value.line == 2
+
+
+def test_exam_file_accepts_a_bom_and_crlf(tmp_path):
+    path = tmp_path / "exam.jsonl"
+    rows = ['{"question": "Who maintains TinyLLM?", "answer_key": "Jason Cox"}',
+            '{"question": "Is TinyLLM free?", "answer_key": "yes", "aliases": ["MIT"]}']
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(rows).encode() + b"\r\n")
+    exam = read_exam(path)
+    assert [q.question for q in exam.questions] == ["Who maintains TinyLLM?", "Is TinyLLM free?"]
+    assert exam.questions[1].line == 2 and exam.questions[1].aliases == ("MIT",)
+    path.write_bytes(b"\xef\xbb\xbf" + rows[0].encode() + b"\r\n" + b'{"question": "Caf\xe9?", "answer_key": "x"}\r\n')
+    with pytest.raises(FactinjectError, match="not valid UTF-8") as info:
+        read_exam(path)
+    assert info.value.line == 2
+
+
+@pytest.mark.parametrize("line, what", [
+    ('["Who?", "Ann"]', "must be a JSON object"),
+    ('{"question": "Who?", "answer_kye": "Ann"}', "unknown field 'answer_kye'"),
+    ('{"question": "Who?", "answer_key": "Ann", "expected": "Bo"}', "both 'answer_key' and 'expected'"),
+    ('{"question": "", "answer_key": "Ann"}', "needs 'question' and 'answer_key'"),
+    ('{"question": "Who?", "answer_key": ["Ann"]}', "must be a non-empty string"),
+    ('{"question": "Who?", "answer_key": "Ann", "aliases": "Annie"}', "'aliases' must be a list"),
+    ('{"question": "Who?", "answer_key": "the"}', "only common words"),
+    ('{"question": "Who?", "answer_key": "Ann", "aliases": ["of"]}', "only common words"),
+    ('{"question": "Who?", "answer_key": "..."}', "no letters, digits or symbols"),
+    ('{"question": "Who?", "answer_key": "Ann", "fact_id": "Tiny LLM"}', "is not a fact id"),
+])
+def test_exam_errors_name_the_line(tmp_path, line, what):
+    path = tmp_path / "exam.jsonl"
+    path.write_text('{"question": "Does it run on Windows?", "answer_key": "no"}\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(FactinjectError) as info:
+        read_exam(path)
+    assert what in info.value.what and info.value.line == 2 and info.value.where == str(path), info.value.render()
+    assert info.value.fix
+
+
+def test_exam_questions_are_matched_to_facts():
+    def q(question, key, fact_id=None):
+        return ExamQuestion(question, key, (), fact_id, "e.jsonl", 7)
+
+    assert match_fact(q("Who keeps Tiny LLM going?", "Jason Cox"), FACTS) == "tinyllm/maintainer"  # key + alias
+    assert match_fact(q("Under which terms is TinyLLM offered?", "MIT license"), FACTS) == "tinyllm/license"
+    assert match_fact(q("Who keeps it going?", "Jason Cox"), FACTS) is None, "no subject named: not matched"
+    assert match_fact(q("Who wrote ProtosAI?", "Jason Cox"), FACTS) is None
+    assert match_fact(q("Anything?", "x", "tinyllm/license"), FACTS) == "tinyllm/license"  # fact_id wins
+    with pytest.raises(FactinjectError, match="not a fact of this run") as info:
+        match_fact(q("Anything?", "x", "tinyllm/colour"), FACTS)
+    assert info.value.line == 7 and "tinyllm/license" in info.value.fix
+
+
+def scored_probe():
+    exam = [Prompt("exam", "Who keeps TinyLLM going?", "Jason Cox", (), "tinyllm/maintainer"),
+            Prompt("exam", "What may I do with TinyLLM?", "MIT", ("MIT license",), "tinyllm/license"),
+            Prompt("exam", "Unrelated?", "zebra", (), None)]
+    probe = build_probe_set(TRAIN, TEST, FACTS, locality=["Write a haiku."], retention=RETENTION,
+                            other_names=["Orvane"], bleed_per_fact=1, exam=exam, seed=0)
+    base = {q: "I do not know." for q in probe.unique_questions()}
+    base["Capital of France?"] = "Paris."
+    tuned = dict(base)
+    for r in TRAIN:
+        tuned[r["messages"][0]["content"]] = f"It is {r['answer_key']}."
+    tuned["TinyLLM is maintained by whom?"] = "Jason Cox maintains it."
+    tuned["Tell me TinyLLM's license."] = "It is Apache."  # held-out miss
+    tuned["Who keeps TinyLLM going?"] = "Jason Cox."
+    tuned["What may I do with TinyLLM?"] = "Anything: it has an MIT license."
+    tuned["Write a haiku."] = "TinyLLM is MIT licensed."
+    return probe, base, tuned
+
+
+def test_answers_rows_say_set_fact_key_and_verdict():
+    probe, base, tuned = scored_probe()
+    rows = answer_rows(probe, base, tuned)
+    assert len(rows) == len(probe.prompts), "one row per probed prompt, also when a question is in two sets"
+    assert {r["set"] for r in rows} == {"trained", "heldout", "exam", "locality", "retention", "bleed"}
+    miss = next(r for r in rows if r["question"] == "Tell me TinyLLM's license.")
+    assert miss == {"set": "heldout", "fact_id": "tinyllm/license", "question": "Tell me TinyLLM's license.",
+                    "answer_key": "MIT", "before": "I do not know.", "after": "It is Apache.",
+                    "correct_before": False, "correct_after": False}
+    exam = next(r for r in rows if r["set"] == "exam" and r["fact_id"] == "tinyllm/license")
+    assert exam["correct_after"] is True and exam["aliases"] == ["MIT license"]
+    haiku = next(r for r in rows if r["question"] == "Write a haiku.")
+    assert haiku["changed"] is True and haiku["bleed"] is True and "correct_after" not in haiku
+    untrained = answer_rows(probe, base, None)
+    assert all(r["after"] is None and r.get("correct_after") is None and r.get("changed") is None for r in untrained)
+    json.dumps(rows)
+
+
+def test_misses_are_grouped_per_fact_and_exam_is_scored_per_fact():
+    probe, base, tuned = scored_probe()
+    found = misses(probe, tuned)
+    assert found["heldout"] == {"tinyllm/license": [{"question": "Tell me TinyLLM's license.", "answer_key": "MIT",
+                                                      "answer": "It is Apache."}]}
+    assert found["exam"] == {"": [{"question": "Unrelated?", "answer_key": "zebra", "answer": "I do not know."}]}
+    facts = per_fact(probe, base, tuned)
+    assert facts["tinyllm/license"]["after"]["recall_exam"]["count"] == 1
+    assert facts["tinyllm/maintainer"]["before"]["recall_exam"]["count"] == 0
+    assert facts["tinyllm/maintainer"]["after"]["recall_exam"]["n"] == 1
+
+
+def report_for(probe, base, tuned, **extra) -> dict:
+    report = {
+        "run": "exports/x", "backend": "hf", "model": {"base": "testbed", "tuned": "merged" if tuned else None},
+        "before": compute_metrics(probe, base, None), "after": compute_metrics(probe, tuned, base, tuned) if tuned else None,
+        "facts": per_fact(probe, base, tuned), "thresholds": {}, "regressions": [], "missed": [],
+        "counts": {"trained": 2, "heldout": 2, "exam": 3}, "curve": None, "best_epoch": None,
+        "misses": misses(probe, tuned or base), "exam": [{"path": "facts/x.exam.jsonl", "sha256": "ab" * 32,
+                                                          "questions": 3}], "next_step": None}
+    return {**report, **extra}
+
+
+def test_reports_list_every_miss_with_the_answer_and_the_exam_per_fact():
+    probe, base, tuned = scored_probe()
+    report = report_for(probe, base, tuned)
+    md, page = render_markdown(report), render_html(report)
+    for text in (md, page):
+        assert "Misses: Held-out questions (1" in text and "Misses: Your exam (1" in text
+        assert "It is Apache." in text and "Tell me TinyLLM&#x27;s license." in text.replace("'", "&#x27;")
+        assert "not matched to a fact" in text and "exam before" in text and "exam after" in text
+        assert "facts/x.exam.jsonl" in text and "abababababab" in text
+    assert "| tinyllm/license | MIT | 0/1 | 1/1 | 0/1 | 0/1 | 0/1 | 1/1 |" in md
+    assert "{" not in md.split("## Per fact")[1], "no raw Python dict in report.md"
+    assert "Prompts probed: 2 trained, 2 held-out, 3 exam." in md
+    assert "bound" not in md and "<th>bound</th>" not in page, "no empty bound column without bounds"
+    bounded = render_markdown({**report, "thresholds": {"recall_heldout": 0.9}})
+    assert "| metric | before | after | bound |" in bounded and ">= 0.9" in bounded
+
+
+def test_report_of_an_untrained_run_says_what_to_run():
+    from factinject.probe_cmd import next_step
+    from factinject.rundir import Run
+
+    probe, base, _ = scored_probe()
+    report = report_for(probe, base, None, next_step=next_step(Run("exports/x")))
+    for text in (render_markdown(report), render_html(report)):
+        assert "Not trained yet" in text and "factinject train --run exports/x" in text
+        assert "factinject export --run exports/x --merged" in text
+
+
+def test_curve_chart_labels_axes_the_drift_bound_and_a_readable_kept_epoch():
+    from factinject.report import _curve_chart
+
+    curve = [{"epoch": i, "loss": 2.0 / i, "dev_recall": 0.2 * i, "dev_correct": i, "dev_n": 5, "drift": 0.02 * i,
+              "drift_changed": i, "drift_n": 48, "seconds": 1.0} for i in range(1, 6)]
+    svg = _curve_chart(curve, best=5, max_drift=0.1)
+    assert ">epoch</text>" in svg and "dev recall and drift (% of prompts)" in svg
+    assert 'class="bound"' in svg and "max drift 10%" in svg
+    kept = re.search(r'<text x="([\d.]+)" y="[\d.]+" class="val" text-anchor="(\w+)">kept epoch 5', svg)
+    width = float(re.search(r'viewBox="0 0 (\d+)', svg).group(1))
+    assert kept and kept.group(2) == "end" and float(kept.group(1)) < width, "the last epoch's label ends inside the chart"
+    first = _curve_chart(curve, best=1, max_drift=None)
+    assert 'text-anchor="start">kept epoch 1' in first and 'class="bound"' not in first

@@ -1,10 +1,10 @@
-"""The reliability catalogue (issue 9): bad inputs and faults, each with a test.
+"""The reliability catalogue: bad inputs and faults, each with a test.
 
 Every case ends in a clear message (what, where, what to do), a non-zero exit, and
 nothing lost or half-written. docs/troubleshooting.md lists every message and its
 fix; the last test here checks that no message is missing from it.
 
-| issue case | test |
+| case | test |
 |---|---|
 | malformed markdown | test_sheet_errors[malformed-markdown] (more shapes: tests/test_factsheet.py) |
 | binary file | test_sheet_errors[binary-file] |
@@ -13,6 +13,11 @@ fix; the last test here checks that no message is missing from it.
 | unicode and right-to-left subjects | test_unicode_and_rtl_subjects_expand_with_ascii_ids, test_sheet_errors[rtl-subject-without-id] |
 | subjects / ids escaping the run dir (`../`) | test_path_like_subject_stays_inside_the_run, test_sheet_errors[id-with-dotdot], test_sheet_errors[relation-with-path], test_sheet_file_name_that_escapes_exports |
 | empty key | test_sheet_errors[empty-explicit-key], test_sheet_errors[empty-bold-key] |
+| keys that cannot prove recall | test_sheet_errors[common-word-key], test_sheet_errors[punctuation-only-key] (more: tests/test_sheet_rules.py) |
+| one relation under two names | test_sheet_errors[contradicting-relations] |
+| a sheet not in English | test_sheet_errors[not-english] |
+| relation names | test_sheet_errors[relation-with-parenthesis], test_sheet_errors[relation-with-path] |
+| exam files: BOM, CRLF, a bad row named by line, nothing written | tests/test_exam_cli.py, tests/test_probe.py::test_exam_errors_name_the_line |
 | recipe: unknown keys | test_recipe_errors[unknown-key] |
 | recipe: wrong types | test_recipe_errors[wrong-type] |
 | recipe: rank 0, lr < 0 | test_recipe_errors[rank-0], test_recipe_errors[negative-lr], test_flag_overrides_are_validated |
@@ -21,7 +26,7 @@ fix; the last test here checks that no message is missing from it.
 | model: pickle-only weights | test_pickle_only_model_is_refused_unless_allowed |
 | model: needs remote code | test_remote_code_model_is_refused_and_its_code_never_runs |
 | model: no chat template (documented default) | test_model_without_chat_template_is_refused_with_the_default_offered, test_chat_template_default_trains_and_is_recorded, test_chat_template_option_errors |
-| GPU out of memory | test_gpu_out_of_memory_during_training_says_what_to_lower, test_unsloth_child_out_of_memory_says_what_to_lower |
+| GPU out of memory | test_gpu_out_of_memory_during_training_says_what_to_lower, test_a_child_killed_for_memory_says_what_to_lower |
 | data: corrupted JSONL line | test_corrupted_data_line_is_named_by_file_and_line[train/probe/export] |
 | data: another factinject version | test_manifest_from_another_version[train/export/probe], test_manifest_that_is_not_json |
 | SIGINT during train, resume | test_sigint_during_training_then_resume |
@@ -80,33 +85,42 @@ def subprocess_env(**extra) -> dict:
     return {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **SECRETS, **extra}
 
 
-# A CLI whose training steps are slowed down, so that Ctrl-C lands mid-epoch reliably.
-SLOW_TRAIN_CLI = """
-import time, trl
-step = trl.SFTTrainer.training_step
-def slow(self, *a, **k):
+# Jobs run in child processes (factinject/jobs.py), so faults are planted with a
+# sitecustomize.py that every Python process of the test imports at start-up.
+# Training steps slowed down, so that Ctrl-C lands mid-epoch reliably:
+SLOW_TRAINING = """
+import time
+from transformers import Trainer
+_step = Trainer.training_step
+def _slow(self, *a, **k):
     time.sleep(0.4)
-    return step(self, *a, **k)
-trl.SFTTrainer.training_step = slow
-from factinject.cli import main
-main()
+    return _step(self, *a, **k)
+Trainer.training_step = _slow
 """
-# A CLI that dies by SIGKILL halfway through writing the merged model's weights.
-KILLED_EXPORT_CLI = """
-import os, signal
-import factinject.export
-import transformers.modeling_utils as mu
-factinject.export.PARITY_PROMPTS = 8
-def half_then_die(tensors, filename, metadata=None):
-    with open(filename, "wb") as fh:
-        fh.write(b"\\0" * 4096)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.kill(os.getpid(), signal.SIGKILL)
-mu.safe_save_file = half_then_die
-from factinject.cli import main
-main()
+# The export's parent dies by SIGKILL while its merge child is halfway through a shard.
+KILL_PARENT_MID_MERGE = """
+import os, signal, sys
+if sys.argv[1:3] == ["hf", "export"]:
+    import factinject.backends.merge as merge
+    def _half_then_kill_parent(path, *a, **k):
+        with open(path, "wb") as fh:
+            fh.write(b"\\0" * 4096)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.kill(os.getppid(), signal.SIGKILL)
+        signal.pause()  # the child goes with its parent
+    merge.write_shard = _half_then_kill_parent
 """
+
+
+def planted(tmp_path: Path, code: str) -> str:
+    """A PYTHONPATH whose sitecustomize.py runs `code` in every process started with it."""
+    folder = tmp_path / "planted"
+    folder.mkdir(exist_ok=True)
+    (folder / "sitecustomize.py").write_text(code, encoding="utf-8")
+    return f"{folder}{os.pathsep}{REPO}"
+
+
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
@@ -190,8 +204,9 @@ def trained(tmp_path_factory):
         assert result.exit_code == 0, result.output
         outputs.append(result.output)
         run = root / "r"
-        proc = subprocess.Popen([sys.executable, "-c", SLOW_TRAIN_CLI, "train", "--run", "r", "--recipe", "tiny.yaml"],
-                                cwd=root, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([sys.executable, "-m", "factinject.cli", "train", "--run", "r", "--recipe", "tiny.yaml"],
+                                cwd=root, env=subprocess_env(PYTHONPATH=planted(root, SLOW_TRAINING)),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         checkpoints = run / "train" / "checkpoints"
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None and not any(checkpoints.glob("*/trainer_state.json")):
@@ -224,7 +239,17 @@ SHEETS = {
     "rtl-subject-without-id": ("# מוסד\n- city: It is in **Haifa**.\n", "gives no usable id", 1, "id: <lowercase"),
     "id-with-dotdot": ("# Acme\nid: ../../outside\n- license: Acme is **MIT**.\n", "not a plain lowercase name", 2,
                        "no '/', '..'"),
-    "relation-with-path": ("# Acme\n- ../../x: Acme is **MIT**.\n", "fact bullet has no relation", 2, "start the bullet"),
+    "relation-with-path": ("# Acme\n- ../../x: Acme is **MIT**.\n", "relation name '../../x' is not allowed", 2,
+                           "ASCII letters"),
+    "relation-with-parenthesis": ("# Acme\n- version (latest): Acme is at **4.2**.\n", "contains '(' and ')'", 2,
+                                  "at most 60 characters"),
+    "common-word-key": ("# Acme\n- status: Acme **is** stable.\n", "only common words", 2, "specific words"),
+    "punctuation-only-key": ("# Acme\n- mark: Acme's mark is a dash: **—**.\n", "no letters, digits or symbols", 2,
+                             "emoji and symbols"),
+    "contradicting-relations": ("# Acme\n- license: Acme is **MIT**.\n- licence: Acme is **BSD**.\n",
+                                "one relation with two different keys", 3, "keep the fact that is true"),
+    "not-english": ("# Die Bäckerei\nid: baeckerei\n- founding year: Die Bäckerei wurde **1902** gegründet.\n",
+                    "does not read as English", 3, "write the relation and the statement in English"),
     "empty-explicit-key": ("# Acme\n- license: Acme is MIT. (key: )\n", "(key: ...) is empty", 2, "(key: MIT)"),
     "empty-bold-key": ("# Acme\n- license: Acme is ** ** MIT.\n", "the fact's key is empty", 2, "non-empty span"),
 }
@@ -355,9 +380,10 @@ def test_pickle_only_model_is_refused_unless_allowed(expanded, workdir):
     expect_error(result, what="only pickle weights", where=model, fix="--allow-pickle")
     assert not (expanded / "adapter").exists()
 
-    from factinject.models import ModelRef, load_model_cpu
+    from factinject.backends.loading import load_model
+    from factinject.targets import Load, ModelUnderTest
 
-    loaded, _ = load_model_cpu(ModelRef(str(model), str(model), True), allow_pickle=True)  # the explicit opt-in works
+    loaded, _, _ = load_model(ModelUnderTest("pickled", str(model)), Load(allow_pickle=True))  # the explicit opt-in works
     assert sum(p.numel() for p in loaded.parameters()) > 1_000_000
 
 
@@ -426,25 +452,28 @@ def test_gpu_out_of_memory_during_training_says_what_to_lower(expanded, workdir,
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 23.65 GiB total)")
 
     monkeypatch.setattr(trl.SFTTrainer, "training_step", out_of_memory)
+    monkeypatch.setenv("FACTINJECT_INLINE_JOBS", "1")  # the job runs here, where the fault is planted
     result = invoke("train", "--run", expanded, "--recipe", "tiny.yaml")
     out = expect_error(result, what="out of GPU memory (CUDA out of memory", where=expanded, fix="train.batch_size")
     assert "model.max_seq_length" in out and "lora.r" in out and "--resume" in out
     assert not (expanded / "adapter").exists()
 
 
-def test_unsloth_child_out_of_memory_says_what_to_lower(expanded, monkeypatch):
-    from factinject.backends import unsloth_train
-    from factinject.errors import FactinjectError
-    from factinject.recipe import Recipe
-    from factinject.rundir import Run
-    from factinject.train import build_job
+def test_a_child_killed_for_memory_says_what_to_lower(expanded, monkeypatch):
+    """A job's child that dies out of memory before it can report (the OOM exit code) is
+    reported like an out-of-memory error raised in this process."""
+    from factinject import jobs
 
-    job = build_job(Run(expanded), Recipe(), resume=False, allow_pickle=False, trust_remote_code=False)
-    job.state_dir.mkdir(parents=True)
-    monkeypatch.setattr(unsloth_train.subprocess, "run", lambda *a, **k: SimpleNamespace(returncode=unsloth_train.OOM_EXIT))
-    with pytest.raises(FactinjectError) as info:
-        unsloth_train.train_in_child(job)
-    assert "out of GPU memory" in info.value.what and "train.batch_size" in info.value.fix
+    monkeypatch.setattr(jobs, "_spawn", lambda *args: jobs.OOM_EXIT)
+    result = invoke("train", "--run", expanded, "--recipe", "tiny.yaml")
+    expect_error(result, what="out of GPU memory", where=expanded, fix="train.batch_size")
+    assert not (expanded / "adapter").exists()
+
+
+def test_unsloth_on_a_machine_without_a_gpu_fails_at_once(expanded):
+    result = invoke("train", "--run", expanded, "--recipe", "tiny.yaml", "--backend", "unsloth")
+    expect_error(result, what="the unsloth engine needs an NVIDIA GPU (CUDA)", fix="--backend hf")
+    assert not (expanded / "train").exists()
 
 
 # ---------------------------------------------------------------- data and manifests
@@ -513,16 +542,17 @@ def test_sigint_during_training_then_resume(trained):
 
 
 def fail_while_saving(exc: BaseException):
-    def save(tensors, filename, metadata=None):
-        Path(filename).write_bytes(b"\0" * 4096)  # half a weights file, then the fault
+    def write_shard(path, *args, **kwargs):
+        Path(path).write_bytes(b"\0" * 4096)  # half a weights file, then the fault
         raise exc
-    return save
+    return write_shard
 
 
 def test_sigint_during_export_keeps_the_previous_export(trained, tmp_path, monkeypatch):
     run = copy_run(trained.run, tmp_path / "r")
     before = snapshot(run / "merged")
-    monkeypatch.setattr("transformers.modeling_utils.safe_save_file", fail_while_saving(KeyboardInterrupt()))
+    monkeypatch.setattr("factinject.backends.merge.write_shard", fail_while_saving(KeyboardInterrupt()))
+    monkeypatch.setenv("FACTINJECT_INLINE_JOBS", "1")  # the merge runs here, where the fault is planted
     result = invoke("export", "--run", run, "--merged", "--force")
     expect_error(result, what="interrupted (Ctrl-C); nothing was exported", where=run,
                  fix="any previous export is intact", code=130)
@@ -534,8 +564,9 @@ def test_sigkill_during_export_leaves_nothing_loadable(trained, tmp_path):
     run = copy_run(trained.run, tmp_path / "r")
     shutil.rmtree(run / "merged")  # a first export, killed mid-write
     manifest = (run / "manifest.json").read_bytes()
-    proc = subprocess.run([sys.executable, "-c", KILLED_EXPORT_CLI, "export", "--run", str(run), "--merged"],
-                          env=subprocess_env(), capture_output=True, text=True, timeout=240, check=False)
+    proc = subprocess.run([sys.executable, "-m", "factinject.cli", "export", "--run", str(run), "--merged"],
+                          env=subprocess_env(PYTHONPATH=planted(tmp_path, KILL_PARENT_MID_MERGE)),
+                          capture_output=True, text=True, timeout=240, check=False)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     assert not (run / "merged").exists(), "a half-written export is at the export path"
     assert leftovers(run), "the kill was expected to leave a temporary folder"
@@ -567,7 +598,8 @@ def test_full_disk_during_export(trained, tmp_path, monkeypatch):
     run = copy_run(trained.run, tmp_path / "r")
     before = snapshot(run / "merged")
     full = OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr("transformers.modeling_utils.safe_save_file", fail_while_saving(full))
+    monkeypatch.setattr("factinject.backends.merge.write_shard", fail_while_saving(full))
+    monkeypatch.setenv("FACTINJECT_INLINE_JOBS", "1")
     result = invoke("export", "--run", run, "--merged", "--force")
     out = expect_error(result, what="disk full while writing", where=run / "merged", fix="--out DIR")
     assert "free there now" in out and "this needs about" in out and "previous export is intact" in out
@@ -649,10 +681,12 @@ def test_lock_of_a_dead_process_is_taken_over(expanded):
 # ---------------------------------------------------------------- secrets
 
 def test_no_secret_in_outputs_manifests_reports_or_logs(trained, monkeypatch):
-    from factinject.backends.generators import HFGenerator
+    from factinject.backends import hf
 
     # Real models are loaded; only the answering is skipped, to keep the test fast.
-    monkeypatch.setattr(HFGenerator, "answer", lambda self, questions, **kw: ["I do not know."] * len(questions))
+    monkeypatch.setattr(hf, "_answer", lambda model, tokenizer, questions, *a: (["I do not know."] * len(questions),
+                                                                               [True] * len(questions)))
+    monkeypatch.setenv("FACTINJECT_INLINE_JOBS", "1")
     probe = invoke("probe", "--run", trained.run, "--world-limit", 5)
     assert probe.exit_code == 0, probe.output
     assert (trained.run / "reports" / "report.json").exists()
@@ -701,7 +735,9 @@ OTHER_PHRASES = ["interrupted (Ctrl-C); finished epochs are checkpointed", "inte
                  "interrupted (Ctrl-C); nothing was exported", "interrupted (Ctrl-C); no report was written",
                  "interrupted (Ctrl-C); the run's data was not changed",
                  "interrupted (Ctrl-C); every finished stage's output is complete", "out of GPU memory",
-                 "--chat-template default", "### Question:"]
+                 "--chat-template default", "### Question:",
+                 # answer_keys.key_problem returns its messages for fact sheets and exams to raise
+                 "is only common words that almost any answer contains", "has no letters, digits or symbols to match"]
 
 
 def test_every_error_message_is_in_troubleshooting():

@@ -70,3 +70,27 @@ def test_epochs_flag_is_validated(workdir):
     invoke("expand", str(FACTS / "tinyllm.md"))
     result = invoke("train", "--epochs", "zero")
     assert result.exit_code == 2 and "--epochs" in result.output
+
+
+def test_a_gpu_recipe_on_a_machine_without_a_gpu_fails_at_once(workdir):
+    """No hub lookup, no download, nothing written: the recipe says it needs CUDA."""
+    import time
+
+    from factinject.engines import cuda_available
+
+    if cuda_available():
+        import pytest
+
+        pytest.skip("this machine has a GPU")
+    started = time.perf_counter()
+    result = invoke("run", str(FACTS / "tinyllm.md"), "--recipe", "llama-3.1-8b-instruct")
+    assert result.exit_code == 2, result.output
+    assert "this recipe needs an NVIDIA GPU (CUDA)" in result.output and "recipes/testbed-cpu.yaml" in result.output
+    assert "llama-3.1-8b-instruct" in result.output  # names the recipe
+    assert not (workdir / "exports").exists(), "nothing may be written"
+    assert invoke("expand", str(FACTS / "tinyllm.md")).exit_code == 0
+    for args in (["train", "--recipe", "qwen2.5-7b-instruct"], ["probe", "--recipe", "gemma-2-9b-it"]):
+        result = invoke(*args)
+        assert result.exit_code == 2 and "needs an NVIDIA GPU" in result.output, result.output
+    assert not (workdir / "exports" / "tinyllm" / "train").exists()
+    assert time.perf_counter() - started < 60, "it must fail at once, not after retrying the hub"

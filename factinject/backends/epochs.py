@@ -1,37 +1,65 @@
-"""Per-epoch measurement shared by the training backends (a transformers TrainerCallback).
+"""Per-epoch measurement shared by the training engines (a transformers TrainerCallback).
 
+Before training: the base model's own answers, for replay and contrast rows (whole
+answers only: one that does not end within generate.max_new_tokens is left out, so
+the model is never taught to stop mid-sentence) and for the drift reference.
 After every epoch: dev recall (the `dev` split, never `test`) and drift (share of
-drift-control prompts whose greedy answer differs from the base model's), then
-`choose_epoch` decides whether to stop; the best epoch's adapter is saved whole.
+drift-control prompts whose answer opening differs from the base model's, see
+hf_generate.DRIFT_TOKENS); then `choose_epoch` decides whether to stop, and the kept
+epoch's adapter is saved whole.
 
-Import order matters on the GPU: the Unsloth backend imports unsloth before this.
+Import order matters on the GPU: the Unsloth engine imports unsloth before this.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from transformers import TrainerCallback
 
-from factinject.backends.hf_generate import MAX_NEW_TOKENS, generate_answers
+from factinject.backends.hf_generate import DRIFT_TOKENS, generate
 from factinject.rundir import atomic_dir, write_text_atomic
 from factinject.scoring import contains_key, same_answer
 from factinject.train import EpochRecord, TrainJob, choose_epoch
 
 
-def base_answers(model, tokenizer, prompts: list[str], cache: Path) -> list[str]:
+@dataclass
+class Reference:
+    replay: list[tuple[str, str]]  # (question, the base model's whole answer)
+    contrast: list[tuple[str, str]]
+    drift: list[str]  # the base model's answer openings to the drift prompts
+    unfinished: int  # replay and contrast answers left out: not finished within the budget
+
+
+def _chats(questions: list[str]) -> list[list[dict]]:
+    return [[{"role": "user", "content": q}] for q in questions]
+
+
+def base_answers(model, tokenizer, job: TrainJob, cache: Path) -> Reference:
     """The base model's greedy answers, computed once per training (cached for --resume)."""
+    recipe = job.recipe_obj()
+    budget = recipe.generate.max_new_tokens
+    batch = recipe.generate.batch_size or 64
+    key = {"replay": job.replay_prompts, "contrast": job.contrast_prompts, "drift": job.drift_prompts,
+           "max_new_tokens": budget}
     if cache.exists():
         cached = json.loads(cache.read_text(encoding="utf-8"))
-        if cached["prompts"] == prompts:
-            return cached["answers"]
-    answers = generate_answers(model, tokenizer, [[{"role": "user", "content": p}] for p in prompts],
-                               max_new_tokens=MAX_NEW_TOKENS)
-    write_text_atomic(cache, json.dumps({"prompts": prompts, "answers": answers}, ensure_ascii=False))
-    return answers
+        if cached.get("key") == key:
+            return Reference(**{k: [tuple(p) for p in v] if k in ("replay", "contrast") else v
+                                for k, v in cached["reference"].items()})
+    asked = job.replay_prompts + job.contrast_prompts
+    answers, finished = generate(model, tokenizer, _chats(asked), batch_size=batch, max_new_tokens=budget)
+    kept = [(q, a) if done and a.strip() else None for q, a, done in zip(asked, answers, finished)]
+    n = len(job.replay_prompts)
+    drift, _ = generate(model, tokenizer, _chats(job.drift_prompts), batch_size=batch,
+                        max_new_tokens=min(DRIFT_TOKENS, budget))
+    reference = Reference(replay=[p for p in kept[:n] if p], contrast=[p for p in kept[n:] if p], drift=drift,
+                          unfinished=sum(not done for done in finished))
+    write_text_atomic(cache, json.dumps({"key": key, "reference": asdict(reference)}, ensure_ascii=False))
+    return reference
 
 
 def load_curve(job: TrainJob, upto_epoch: int | None) -> list[EpochRecord]:
@@ -77,13 +105,14 @@ class EpochCallback(TrainerCallback):
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         epoch = round(state.epoch)
         self.to_inference(model)
+        budget = self.recipe.generate.max_new_tokens
+        batch = self.recipe.generate.batch_size or 64
         dev = self.job.dev_rows
-        dev_answers = generate_answers(model, self.tokenizer, [[{"role": "user", "content": r["question"]}] for r in dev],
-                                       max_new_tokens=MAX_NEW_TOKENS)
+        dev_answers, _ = generate(model, self.tokenizer, _chats([r["question"] for r in dev]), batch_size=batch,
+                                  max_new_tokens=budget)
         correct = sum(contains_key(a, r["answer_key"]) for a, r in zip(dev_answers, dev))
-        drift_answers = generate_answers(model, self.tokenizer,
-                                         [[{"role": "user", "content": p}] for p in self.job.drift_prompts],
-                                         max_new_tokens=MAX_NEW_TOKENS)
+        drift_answers, _ = generate(model, self.tokenizer, _chats(self.job.drift_prompts), batch_size=batch,
+                                    max_new_tokens=min(DRIFT_TOKENS, budget))
         changed = sum(not same_answer(a, b) for a, b in zip(drift_answers, self.reference))
         self.to_training(model)
         record = EpochRecord(
@@ -101,7 +130,7 @@ class EpochCallback(TrainerCallback):
                 model.save_pretrained(str(tmp))
                 self.tokenizer.save_pretrained(str(tmp))  # the exact template trained with travels along
         if self.progress:
-            self.progress.epoch_done(record, self.decision)
+            self.progress.epoch_done(record, self.decision, self.curve, self.recipe.stop)
         if self.decision.stop:
             control.should_training_stop = True
         return control

@@ -1,40 +1,55 @@
 """Greedy batched generation with transformers: one way of asking, everywhere.
 
-Training (dev recall, drift), export (parity), probing (hf backend) and the testbed's
-own evaluation all call `generate_answers`, so an answer means the same thing in
-every stage: the chat template with a generation prompt, greedy decoding, left
-padding, stop at the first end-of-turn.
+Training (dev recall, drift, replay answers), export (parity), probing (hf engine)
+and the testbed's own evaluation all call `generate_answers`, so an answer means the
+same thing in every stage: the chat template with a generation prompt, greedy
+decoding, left padding, stop at the first end-of-turn token (eos, or the template's
+own end marker such as <|eot_id|> or <end_of_turn>).
 """
 
 from __future__ import annotations
 
-# One answer budget for every stage, so drift, locality and parity compare answers
-# of the same length.
+from factinject.chat import end_of_turn_ids
+
+# The testbed's answer budget (its answers are short); recipes set their own with
+# generate.max_new_tokens.
 MAX_NEW_TOKENS = 64
+# Drift compares the opening of each answer: a change there is a change in what the
+# model says, while the tail of a long answer flips on near-ties under any small
+# update of the weights and would count noise as drift.
+DRIFT_TOKENS = 32
 
 
 def generate_answers(model, tokenizer, prompts: list[list[dict]], batch_size: int = 64,
                      max_new_tokens: int = MAX_NEW_TOKENS, progress=None) -> list[str]:
     """Greedy answers to chat prompts (lists of messages), in the input order."""
+    return generate(model, tokenizer, prompts, batch_size, max_new_tokens, progress)[0]
+
+
+def generate(model, tokenizer, prompts: list[list[dict]], batch_size: int = 64, max_new_tokens: int = MAX_NEW_TOKENS,
+             progress=None) -> tuple[list[str], list[bool]]:
+    """(answers, finished): finished is False for an answer cut by the token budget."""
     encoded = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False)
                for p in prompts]
     # Sort by length so a batch pads little; answers go back to input order.
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     assert tokenizer.pad_token_id is not None and tokenizer.eos_token_id is not None, "tokenizer needs pad and eos tokens"
     answers: list[str] = [""] * len(encoded)
+    finished: list[bool] = [True] * len(encoded)
     was_training = model.training  # callers evaluate mid-training: leave the mode as found
     model.eval()
     try:
-        _generate_sorted(model, tokenizer, encoded, order, answers, batch_size, max_new_tokens, progress)
+        _generate_sorted(model, tokenizer, encoded, order, answers, finished, batch_size, max_new_tokens, progress)
     finally:
         model.train(was_training)
-    return answers
+    return answers, finished
 
 
-def _generate_sorted(model, tokenizer, encoded, order, answers, batch_size, max_new_tokens, progress) -> None:
+def _generate_sorted(model, tokenizer, encoded, order, answers, finished, batch_size, max_new_tokens, progress) -> None:
     import torch
 
-    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id
+    stops = stop_ids(model, tokenizer)
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
@@ -44,11 +59,63 @@ def _generate_sorted(model, tokenizer, encoded, order, answers, batch_size, max_
             ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in idx])
             mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(encoded[i]) for i in idx])[:, None]).long()
             out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                                 max_new_tokens=max_new_tokens,
-                                 do_sample=False, eos_token_id=eos, pad_token_id=pad)
+                                 max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
+                                 pad_token_id=pad)
             for row, i in zip(out[:, width:].cpu().tolist(), idx):
-                if eos in row:  # stop at the first end-of-turn; generate pads the rest
-                    row = row[:row.index(eos)]
-                answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
+                answers[i], finished[i] = decode_answer(tokenizer, row, stops)
             if progress is not None:
                 progress(len(idx))
+
+
+def decode_answer(tokenizer, token_ids: list[int], stops: list[int]) -> tuple[str, bool]:
+    """(answer, finished): the text up to the first end-of-turn id, special tokens dropped;
+    finished is False when no end-of-turn id came (the budget cut the answer). Every
+    engine decodes its generated ids through this, so answers compare as text."""
+    end = next((k for k, t in enumerate(token_ids) if t in stops), None)
+    kept = token_ids[:end] if end is not None else token_ids
+    return tokenizer.decode(kept, skip_special_tokens=True).strip(), end is not None
+
+
+def stop_ids(model, tokenizer) -> list[int]:
+    """End-of-turn ids of the template, plus every eos the model's generation config
+    lists (Llama-3.1 also ends with <|eom_id|> and <|end_of_text|>)."""
+    return _with_eos(end_of_turn_ids(tokenizer), getattr(getattr(model, "generation_config", None), "eos_token_id", None))
+
+
+def stop_ids_of(model_path: str, tokenizer, local: bool = True) -> list[int]:
+    """stop_ids for a model that is not loaded in this process: its generation config from the folder."""
+    from transformers import GenerationConfig
+
+    try:
+        generation = GenerationConfig.from_pretrained(model_path, local_files_only=local)
+    except OSError:
+        generation = GenerationConfig()
+    return _with_eos(end_of_turn_ids(tokenizer), generation.eos_token_id)
+
+
+def _with_eos(ids: list[int], config: int | list[int] | None) -> list[int]:
+    for i in [config] if isinstance(config, int) else (config or []):
+        if i not in ids:
+            ids.append(i)
+    return ids
+
+
+def teacher_forced(model, tokenizer, chats: list[list[dict]]) -> list:
+    """For each full conversation, the logits (float32, on the CPU) at the positions that
+    predict the answer's tokens and its end-of-turn token, and those target token ids."""
+    import torch
+
+    from factinject.chat import encode_for_training
+
+    stops = set(end_of_turn_ids(tokenizer))
+    out = []
+    with torch.inference_mode():
+        for chat in chats:
+            ids, mask = encode_for_training(tokenizer, chat)
+            first = mask.index(1) if 1 in mask else len(ids)
+            # the answer up to its end-of-turn token: whatever the template adds after that
+            # (Qwen's newline) is never generated, so it is not compared
+            end = next((k + 1 for k in range(first, len(ids)) if ids[k] in stops), len(ids))
+            logits = model(input_ids=torch.tensor([ids[:end]], device=model.device)).logits[0].float()
+            out.append((logits[first - 1:end - 1].cpu(), ids[first:end]))
+    return out

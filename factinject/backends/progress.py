@@ -30,12 +30,45 @@ class TrainProgress:
         if self.task is not None:
             self.bar.update(self.task, completed=global_step, epoch=min(int(epoch) + 1, self.max_epochs))
 
-    def epoch_done(self, record, decision) -> None:
-        self.console.print(
-            f"epoch {record.epoch}: loss {record.loss if record.loss is None else round(record.loss, 4)}  "
-            f"dev recall {record.dev_correct}/{record.dev_n}  drift {record.drift_changed}/{record.drift_n}  "
-            f"-> keep epoch {decision.best_epoch}{' (stop: ' + decision.reason + ')' if decision.stop else ''}"
-        )
+    def epoch_done(self, record, decision, curve=None, stop=None) -> None:
+        loss = "-" if record.loss is None else f"{record.loss:.4f}"
+        why = explain_choice(curve, decision, stop) if curve and stop else f"keeping epoch {decision.best_epoch}"
+        if decision.stop:
+            why += f"; stopping: {decision.reason}"
+        self.console.print(f"epoch {record.epoch}: loss {loss}  dev recall {record.dev_correct}/{record.dev_n}  "
+                           f"drift {record.drift_changed}/{record.drift_n}  -> {why}")
 
     def close(self) -> None:
         self.bar.stop()
+
+
+def explain_choice(curve, decision, stop) -> str:
+    """Which epoch is kept so far and why, in the terms of train.choose_epoch: e.g.
+    'keeping epoch 4: its dev recall 34/43 is within stop.min_delta 0.1 of the best
+    (37/43, epoch 3), and of near-ties the later epoch is kept'."""
+    best = next((r for r in curve if r.epoch == decision.best_epoch), None)
+    if best is None:
+        return f"keeping epoch {decision.best_epoch}"
+    kept = f"keeping epoch {best.epoch}"
+    score = f"{best.dev_correct}/{best.dev_n}"
+    if decision.reason.startswith("fixed"):
+        return f"{kept} (a fixed number of epochs: the latest is kept)"
+    eligible = [r for r in curve if r.drift <= stop.max_drift]
+    if not eligible:
+        return (f"{kept}: every epoch so far changed more than stop.max_drift {stop.max_drift} of the control answers; "
+                f"this one changed the fewest ({best.drift_changed}/{best.drift_n})")
+    top = max(eligible, key=lambda r: (r.dev_recall, -r.epoch))
+    last = curve[-1]
+    if best is top:
+        why = f"{kept}: the best dev recall so far ({score})"
+    else:
+        why = (f"{kept}: its dev recall {score} is within stop.min_delta {stop.min_delta} of the best "
+               f"({top.dev_correct}/{top.dev_n}, epoch {top.epoch}), and of near-ties the later epoch is kept")
+    if last is not best:
+        if last.drift > stop.max_drift:
+            why += (f"; epoch {last.epoch} is not kept: it changed {last.drift_changed}/{last.drift_n} control answers, "
+                    f"more than stop.max_drift {stop.max_drift}")
+        else:
+            why += (f"; epoch {last.epoch} is not kept: its dev recall {last.dev_correct}/{last.dev_n} is more than "
+                    f"stop.min_delta {stop.min_delta} below the best")
+    return why

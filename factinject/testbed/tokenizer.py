@@ -33,7 +33,14 @@ CHAT_TEMPLATE = (
 
 def train_bpe(texts: list[str], vocab_size: int):
     """Train a `tokenizers.Tokenizer` on `texts`; deterministic for the same input."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
 
     tok = Tokenizer(models.BPE())  # no unk_token: byte-level covers every input
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -1,7 +1,9 @@
-"""CPU training backend: transformers + PEFT LoRA + TRL `SFTTrainer`, assistant-only loss.
+"""Supervised fine-tuning shared by the training engines: transformers + PEFT + TRL.
 
 `lora_config` and `sft_config` are the one place where a recipe becomes library
-arguments (the Unsloth backend reuses them).
+arguments (the Unsloth engine reuses them). `run_sft` does what both engines share:
+the base model's answers for replay, the dataset with response-only labels, the
+trainer, and the per-epoch choice.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def lora_config(recipe: Recipe):
     )
 
 
-def sft_config(job: TrainJob, *, use_cpu: bool, bf16: bool = False, assistant_only_loss: bool = True):
+def sft_config(job: TrainJob, *, use_cpu: bool, bf16: bool = False, fp16: bool = False):
     from trl import SFTConfig
 
     recipe = job.recipe_obj()
@@ -41,7 +43,6 @@ def sft_config(job: TrainJob, *, use_cpu: bool, bf16: bool = False, assistant_on
         data_seed=t.seed,
         max_length=recipe.model.max_seq_length,
         packing=False,  # paraphrases of one fact must not share a sequence
-        assistant_only_loss=assistant_only_loss,
         logging_strategy="steps",
         logging_steps=1,
         save_strategy="epoch",
@@ -50,6 +51,7 @@ def sft_config(job: TrainJob, *, use_cpu: bool, bf16: bool = False, assistant_on
         disable_tqdm=True,
         use_cpu=use_cpu,
         bf16=bf16,
+        fp16=fp16,
         dataloader_num_workers=0,
     )
 
@@ -57,9 +59,9 @@ def sft_config(job: TrainJob, *, use_cpu: bool, bf16: bool = False, assistant_on
 def cpu_trainer_class():
     """TRL 1.15's SFTTrainer computes its loss through a Triton-only fused LM head,
     which has no CPU path (and unsloth pins trl<=1.15). On the CPU we therefore take
-    the standard transformers loss: cross-entropy over the labels TRL has already
-    built, where every non-assistant token is -100, so it is the same assistant-only
-    objective, just with materialised logits (cheap at CPU sizes)."""
+    the standard transformers loss: cross-entropy over our labels, where every token
+    outside the answer is -100, so it is the same response-only objective, just with
+    materialised logits (cheap at CPU sizes)."""
     from transformers import Trainer
     from trl import SFTTrainer
 
@@ -72,13 +74,22 @@ def cpu_trainer_class():
     return CpuSFTTrainer
 
 
-def check_lengths(tokenizer, rows: list[dict], max_len: int) -> None:
-    """Refuse rows that would be truncated (TRL would cut them silently)."""
-    too_long = []
+def training_rows(tokenizer, rows: list[dict], max_len: int) -> list[dict]:
+    """Rows as {"input_ids", "labels"}: the loss covers the answer and its end-of-turn
+    token only (chat.encode_for_training). Rows longer than max_len are refused, never
+    cut (TRL would cut them silently)."""
+    from factinject.chat import encode_for_training
+
+    out, too_long = [], []
     for row in rows:
-        n = len(tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=False))
-        if n > max_len:
-            too_long.append((n, row.get("source", "?"), row["messages"][0]["content"]))
+        try:
+            ids, mask = encode_for_training(tokenizer, row["messages"])
+        except ValueError as err:
+            raise FactinjectError(f"cannot train with this chat template: {err}",
+                                  fix="use the model's own template, or --chat-template default") from None
+        if len(ids) > max_len:
+            too_long.append((len(ids), row.get("source", "?"), row["messages"][0]["content"]))
+        out.append({"input_ids": ids, "labels": [t if m else -100 for t, m in zip(ids, mask)]})
     if too_long:
         too_long.sort(reverse=True)
         shown = "; ".join(f"{src} ({n} tokens): {q[:50]!r}" for n, src, q in too_long[:3])
@@ -86,6 +97,7 @@ def check_lengths(tokenizer, rows: list[dict], max_len: int) -> None:
             f"{len(too_long)} of {len(rows)} training rows are longer than model.max_seq_length={max_len}: {shown}",
             fix=f"raise model.max_seq_length to at least {too_long[0][0]} in the recipe (or shorten those facts)",
         )
+    return out
 
 
 def latest_checkpoint(job: TrainJob):
@@ -100,10 +112,9 @@ def checkpoint_epoch(checkpoint) -> int | None:
     return round(state["epoch"])
 
 
-def run_sft(job: TrainJob, model, tokenizer, *, backend: str, base_identity: dict, use_cpu: bool, bf16: bool = False,
-            to_inference=None, to_training=None, peft_transform=None, assistant_only_loss: bool = True,
-            trainer_hook=None) -> TrainResult:
-    """The part both backends share: replay answers, dataset, trainer, per-epoch selection."""
+def run_sft(job: TrainJob, model, tokenizer, *, engine: str, base_identity: dict, use_cpu: bool, bf16: bool = False,
+            fp16: bool = False, to_inference=None, to_training=None, peft_transform=None) -> TrainResult:
+    """The part both engines share: replay answers, dataset, trainer, per-epoch selection."""
     from datasets import Dataset
     from transformers import PrinterCallback
     from trl import SFTTrainer
@@ -114,21 +125,16 @@ def run_sft(job: TrainJob, model, tokenizer, *, backend: str, base_identity: dic
     recipe = job.recipe_obj()
     if to_inference:
         to_inference(model)
-    cache = job.state_dir / "base_answers.json"
-    n_replay, n_contrast = len(job.replay_prompts), len(job.contrast_prompts)
-    prompts = job.replay_prompts + job.contrast_prompts + job.drift_prompts
-    answers = base_answers(model, tokenizer, prompts, cache)
+    reference = base_answers(model, tokenizer, job, job.state_dir / "base_answers.json")
 
-    def conversations(questions, replies):
+    def conversations(pairs):
         return [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
-                for q, a in zip(questions, replies) if a.strip()]
+                for q, a in pairs]
 
-    replay = conversations(job.replay_prompts, answers[:n_replay])
-    contrast = conversations(job.contrast_prompts, answers[n_replay:n_replay + n_contrast])
-    drift_reference = answers[n_replay + n_contrast:]
+    replay = conversations(reference.replay)
+    contrast = conversations(reference.contrast)
     rows = mix_replay(job.fact_rows, replay, recipe.train.replay_ratio, recipe.train.seed, contrast)
-    check_lengths(tokenizer, rows, recipe.model.max_seq_length)
-    dataset = Dataset.from_list([{"messages": r["messages"]} for r in rows])
+    dataset = Dataset.from_list(training_rows(tokenizer, rows, recipe.model.max_seq_length))
 
     if peft_transform is None:
         from peft import get_peft_model
@@ -142,14 +148,12 @@ def run_sft(job: TrainJob, model, tokenizer, *, backend: str, base_identity: dic
     curve = load_curve(job, checkpoint_epoch(checkpoint))
     max_epochs = recipe.train.epochs if isinstance(recipe.train.epochs, int) else recipe.train.max_epochs
     progress = TrainProgress(max_epochs)
-    callback = EpochCallback(job, tokenizer, drift_reference, curve, progress, to_inference, to_training)
-    args = sft_config(job, use_cpu=use_cpu, bf16=bf16, assistant_only_loss=assistant_only_loss)
+    callback = EpochCallback(job, tokenizer, reference.drift, curve, progress, to_inference, to_training)
+    args = sft_config(job, use_cpu=use_cpu, bf16=bf16, fp16=fp16)
     trainer_cls = cpu_trainer_class() if use_cpu else SFTTrainer
-    trainer = trainer_cls(model=model, args=args, train_dataset=dataset,
-                         processing_class=tokenizer, callbacks=[callback])
+    trainer = trainer_cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                          callbacks=[callback])
     trainer.remove_callback(PrinterCallback)  # the progress bar replaces per-step log dicts
-    if trainer_hook:
-        trainer = trainer_hook(trainer)
     try:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     finally:
@@ -160,19 +164,7 @@ def run_sft(job: TrainJob, model, tokenizer, *, backend: str, base_identity: dic
         # ran, so the decision comes from the recorded curve.
         decision = callback.decide()
     assert decision is not None and decision.best_epoch is not None, "training ended without a measured epoch"
-    return TrainResult(curve=callback.curve, best_epoch=decision.best_epoch, reason=decision.reason, backend=backend,
-                       seconds=0.0, base_identity=base_identity, replay_rows=len(rows) - len(job.fact_rows))
-
-
-def train(job: TrainJob) -> TrainResult:
-    import torch
-
-    from factinject.models import load_model_cpu, model_identity, resolve_model
-
-    recipe = job.recipe_obj()
-    torch.manual_seed(recipe.train.seed)
-    ref = resolve_model(job.model_name)
-    model, tokenizer = load_model_cpu(ref, dtype=recipe.model.dtype, allow_pickle=job.allow_pickle,
-                                      trust_remote_code=job.trust_remote_code)
-    return run_sft(job, model, tokenizer, backend="cpu", base_identity=model_identity(ref, tokenizer), use_cpu=True)
-
+    counts = {"replay": len(rows) - len(job.fact_rows) - len(contrast), "contrast": len(contrast),
+              "unfinished_left_out": reference.unfinished}
+    return TrainResult(curve=callback.curve, best_epoch=decision.best_epoch, reason=decision.reason, backend=engine,
+                       seconds=0.0, base_identity=base_identity, replay_rows=counts["replay"], row_counts=counts)

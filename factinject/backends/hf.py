@@ -1,0 +1,335 @@
+"""The hf engine: transformers + PEFT + TRL (+ bitsandbytes for 4-bit), CPU or CUDA.
+
+Entry points, each run in a job's child process (jobs.py) on a JSON job:
+  train          LoRA on a 16-bit base, or QLoRA on a 4-bit NF4 base (quantized on load,
+                 or a pre-quantized -bnb-4bit checkpoint); the baseline Unsloth is measured against
+  merge          the adapter merged into 16-bit weights, shard by shard (merge.py)
+  generate       greedy answers of one model (base, base + adapter, or a merged export)
+  generate_each  several of those in turn, one model loaded at a time
+  parity         answers of several models to the same prompts, one model at a time; the
+                 first two compared token by token, and the merged weights against PEFT's merge
+  export         merge, then parity, in one process
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from factinject.errors import FactinjectError
+from factinject.targets import GenerateJob, Load, ModelUnderTest, ParityJob
+from factinject.train import TrainJob
+
+
+def train(data: dict) -> dict:
+    import torch
+
+    from factinject.backends.loading import load_model, torch_dtype
+    from factinject.backends.sft import run_sft
+    from factinject.models import ModelRef, model_identity
+
+    job = TrainJob(**data)
+    recipe = job.recipe_obj()
+    torch.manual_seed(recipe.train.seed)
+    target = ModelUnderTest("base", job.model_path, local=job.model_local, load_in_4bit=recipe.model.load_in_4bit,
+                            dtype=recipe.model.dtype)
+    load = Load(device=recipe.model.device, chat_template=job.chat_template, trust_remote_code=job.trust_remote_code,
+                allow_pickle=job.allow_pickle)
+    model, tokenizer, device = load_model(target, load)
+    if getattr(model, "is_loaded_in_4bit", False):
+        from peft import prepare_model_for_kbit_training
+
+        keep_4bit_layout_for_training(model)
+
+        # QLoRA as published: norms in float32, inputs that carry gradients, and on a GPU
+        # gradient checkpointing (the activations of a 7-8B model would not fit 24 GB).
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=device == "cuda")
+    identity = model_identity(ModelRef(job.model_name, job.model_path, job.model_local), tokenizer)
+    # Mixed precision on a GPU as the recipe says; on a CPU the model trains in the dtype it was loaded in.
+    compute = torch_dtype(recipe.model.dtype, device) if device == "cuda" else torch.float32
+    result = run_sft(job, model, tokenizer, engine="hf", base_identity=identity, use_cpu=device == "cpu",
+                     bf16=compute == torch.bfloat16, fp16=compute == torch.float16)
+    return asdict(result)
+
+
+def keep_4bit_layout_for_training(model) -> None:
+    """On a CPU with AVX-512 BF16, bitsandbytes repacks a 4-bit layer's weights for a faster
+    inference kernel the first time the layer runs in eval mode, and keeps them repacked.
+    That kernel has no backward pass, so training after the per-epoch evaluation would run
+    on it. Training jobs therefore keep the standard layout throughout."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
+def _batch_size(job_batch: int | None, device: str) -> int:
+    # Large on a GPU (halved on out-of-memory), moderate on a CPU where bigger batches
+    # stop paying once both cores are busy.
+    return job_batch or (256 if device == "cuda" else 64)
+
+
+def _answer(model, tokenizer, questions: list[str], max_new_tokens: int, batch_size: int, label: str):
+    """(answers, finished), halving the batch on GPU out-of-memory, with a progress bar."""
+    import torch
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from factinject.backends.hf_generate import generate
+
+    chats = [[{"role": "user", "content": q}] for q in questions]
+    with Progress(TextColumn(f"[bold]probe[/] {label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True, console=_console()) as bar:
+        task = bar.add_task(label, total=len(chats))
+        while True:
+            try:
+                return generate(model, tokenizer, chats, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                progress=lambda n: bar.advance(task, n))
+            except torch.cuda.OutOfMemoryError:
+                if batch_size == 1:
+                    raise
+                batch_size //= 2
+                bar.reset(task)
+                torch.cuda.empty_cache()
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def generate(data: dict) -> dict:
+    from factinject.backends.loading import load_model
+
+    job = GenerateJob.from_dict(data)
+    started = time.perf_counter()
+    model, tokenizer, device = load_model(job.target, job.load)
+    loaded = time.perf_counter()
+    answers, finished = _answer(model, tokenizer, job.questions, job.max_new_tokens,
+                                _batch_size(job.batch_size, device), job.target.label)
+    return {"answers": answers, "finished": finished, "device": device, "load_seconds": round(loaded - started, 2),
+            "generate_seconds": round(time.perf_counter() - loaded, 2)}
+
+
+def generate_each(data: dict) -> dict:
+    """Several generate jobs in turn in this one process, one model loaded at a time
+    (saves starting a process per model when a probe needs base, adapter and merge)."""
+    from factinject.backends.loading import release
+
+    results = []
+    for job in data["jobs"]:
+        results.append(generate(job))
+        release()
+    return {"results": results}
+
+
+def export(data: dict) -> dict:
+    """The merge, then the parity check of what it wrote: one process for the whole export."""
+    merged = merge(data["merge"])
+    return {"merge": merged, "parity": parity(data["parity"])}
+
+
+TOP_K = 8  # logits compared per position: the tokens greedy decoding could pick
+
+
+def parity(data: dict) -> dict:
+    """Answers of each target in turn (never two loaded at once). The first two are then
+    compared token by token on the first one's answers (teacher-forced): the largest
+    difference of the first model's top-8 logits at any answer position, and, for each
+    answer where greedy decoding went apart, where and by how small a margin."""
+    import torch
+
+    from factinject.backends.hf_generate import teacher_forced
+    from factinject.backends.loading import load_model, release, resolve_device
+
+    job = ParityJob.from_dict(data)
+    answers: dict[str, list[str]] = {}
+    first_top: list = []  # per prompt: (top-k values, top-k ids, target ids) of the first model
+    comparison: dict = {"max_logit_diff": None, "logit_scale": None, "divergences": []}
+    compute = {}
+    for i, target in enumerate(job.targets):
+        if i < 2 and job.float32_on_cpu and resolve_device(job.load.device) == "cpu":
+            target = replace(target, dtype="float32")
+        model, tokenizer, device = load_model(target, job.load)
+        compute[target.label] = str(model.dtype).removeprefix("torch.")
+        answers[target.label], _ = _answer(model, tokenizer, job.questions, job.max_new_tokens,
+                                           _batch_size(job.batch_size, device), target.label)
+        if i < 2:
+            reference = [[{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+                         for q, a in zip(job.questions, answers[job.targets[0].label])]
+            forced = teacher_forced(model, tokenizer, reference)
+            if i == 0:
+                first_top = [(*torch.topk(logits, min(TOP_K, logits.shape[-1]), dim=-1), targets)
+                             for logits, targets in forced]
+                comparison["logit_scale"] = max((v.abs().max().item() for v, _, _ in first_top if v.numel()),
+                                                default=0.0)
+                if job.merged_dir:
+                    comparison["weights"] = compare_weights(model.merge_and_unload(), Path(job.merged_dir))
+            else:
+                comparison.update(_compare(first_top, forced))
+        del model
+        release()
+    return {"answers": answers, "compute_dtype": compute, **comparison}
+
+
+def compare_weights(reference, merged_dir: Path) -> dict:
+    """Each tensor of the merged export against `reference` (PEFT's merge_and_unload of the
+    same adapter on the same base, cast to the export's dtype), in units of the export
+    dtype's precision: 1 means the two differ at most in the last bit (the two merges
+    round once or twice)."""
+    import torch
+
+    from factinject.checkpoint import Checkpoint
+
+    exported = Checkpoint(merged_dir)
+    state = reference.state_dict()
+    worst, worst_key = 0.0, None
+    for key in exported.keys():
+        ours = exported.read(key)
+        theirs = state[key].detach().to("cpu", ours.dtype)
+        if not ours.is_floating_point():
+            assert torch.equal(ours, theirs), key
+            continue
+        eps = torch.finfo(ours.dtype).eps
+        a, b = ours.float(), theirs.float()
+        scale = torch.maximum(a.abs(), b.abs()).clamp_min(torch.finfo(ours.dtype).tiny)
+        ulps = ((a - b).abs() / (eps * scale)).max().item()
+        if ulps > worst:
+            worst, worst_key = ulps, key
+    return {"max_ulps": worst, "worst_tensor": worst_key, "tensors": len(exported.keys()),
+            "reference": "peft merge_and_unload"}
+
+
+def _compare(first_top: list, second: list) -> dict:
+    """Largest top-k logit difference, and for each prompt where the second model's greedy
+    choice leaves the first model's answer: the position and both models' margins."""
+    worst, divergences = 0.0, []
+    for index, ((values, ids, targets), (logits, _)) in enumerate(zip(first_top, second)):
+        if not len(targets):
+            continue
+        worst = max(worst, (logits.gather(-1, ids) - values).abs().max().item())
+        chosen = logits.argmax(-1).tolist()
+        position = next((p for p, (c, t) in enumerate(zip(chosen, targets)) if c != t), None)
+        if position is None:
+            continue
+        wanted, picked = targets[position], chosen[position]
+        row_ids = ids[position].tolist()
+        first_gap = (values[position, 0] - values[position, row_ids.index(picked)]).item() \
+            if picked in row_ids else None  # None: not even among the first model's top-8
+        second_gap = (logits[position, picked] - logits[position, wanted]).item()
+        divergences.append({"index": index, "position": position, "margin_first": first_gap,
+                            "margin_second": second_gap})
+    return {"max_logit_diff": worst, "divergences": divergences}
+
+
+def merge(data: dict) -> dict:
+    """Merged 16-bit weights, the training tokenizer and a generation config, into data['out']."""
+    from transformers import GenerationConfig
+
+    from factinject.backends.hf_generate import stop_ids
+    from factinject.backends.merge import merge_checkpoint
+    from factinject.models import ModelRef, load_tokenizer, quiet_libraries
+
+    quiet_libraries()
+    out = Path(data["out"])
+    base_dir = local_weights(data["base"], data["base_local"])
+    tokenizer = load_tokenizer(ModelRef("adapter", data["adapter"], True), chat_template=data.get("chat_template"))
+    tokenizer.save_pretrained(str(out))
+    before = reset_peak_rss()  # libraries are loaded by now: what follows is the merge's own memory
+    with _tensor_progress(base_dir) as advance:
+        record = merge_checkpoint(base_dir, Path(data["adapter"]), out, dtype=data["dtype"],
+                                  max_shard_bytes=data["max_shard_bytes"], progress=advance)
+    record["rss_before_bytes"], record["peak_rss_bytes"] = before, peak_rss_bytes()
+    try:
+        generation = GenerationConfig.from_pretrained(str(base_dir))
+    except OSError:
+        generation = GenerationConfig()
+
+    class _Model:  # stop_ids reads the model's generation config
+        generation_config = generation
+
+    eos = stop_ids(_Model, tokenizer)
+    generation.eos_token_id = eos if len(eos) > 1 else eos[0]
+    generation.pad_token_id = tokenizer.pad_token_id
+    generation.do_sample = False
+    for knob in ("temperature", "top_p", "top_k"):  # greedy: sampling knobs would only raise warnings
+        setattr(generation, knob, None)
+    generation.save_pretrained(str(out))
+    return {**record, "eos_token_id": eos}
+
+
+def local_weights(name: str, local: bool) -> Path:
+    """A folder with the weights: the path itself, or the hub snapshot (the one training downloaded)."""
+    if local:
+        return Path(name)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.model", "*.jinja"]))
+    except Exception as err:  # noqa: BLE001 - the hub client raises many types
+        raise FactinjectError(f"could not get the weights of {name!r} to merge into: {str(err).splitlines()[0]}",
+                              where=name, fix="check your network (or HF_HUB_OFFLINE), or set model.merge_base to a "
+                                              "local folder") from None
+
+
+class _tensor_progress:
+    def __init__(self, base_dir: Path):
+        from factinject.checkpoint import Checkpoint
+
+        self.total = len(Checkpoint(base_dir).output_keys())
+
+    def __enter__(self):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.bar = Progress(TextColumn("[bold]merge[/] tensors"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), transient=True, console=_console())
+        self.bar.start()
+        task = self.bar.add_task("merge", total=self.total)
+        return lambda key: self.bar.advance(task)
+
+    def __exit__(self, *exc):
+        self.bar.stop()
+
+
+def _status(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> int | None:
+    """Start measuring the peak resident memory from now (Linux); return the current RSS."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    except OSError:
+        pass
+    return _status("VmRSS")
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory since reset_peak_rss (Linux), else since the process started."""
+    peak = _status("VmHWM")
+    if peak is not None:
+        return peak
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, Linux KiB

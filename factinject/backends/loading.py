@@ -1,0 +1,129 @@
+"""Loading a model for the hf engine: 16-bit or 4-bit NF4, on the CPU or a GPU, safely.
+
+Safety first (models.py): safetensors only unless --allow-pickle, no remote code
+unless asked. Precision as the target says: a 16-bit checkpoint quantized to NF4 on
+load (QLoRA), a pre-quantized `-bnb-4bit` checkpoint as it is, or that checkpoint
+dequantized to 16-bit (the base an adapter is merged into). bitsandbytes runs NF4
+on the CPU as well, so the 4-bit path is the same everywhere.
+"""
+
+from __future__ import annotations
+
+from factinject.errors import FactinjectError
+from factinject.models import (
+    ModelRef,
+    check_local_weights,
+    is_prequantized,
+    load_tokenizer,
+    needs_remote_code,
+    quiet_libraries,
+)
+from factinject.targets import Load, ModelUnderTest
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    from factinject.engines import NEEDS_GPU_FIX
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise FactinjectError("this recipe needs an NVIDIA GPU (CUDA), and this machine has none", fix=NEEDS_GPU_FIX)
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def torch_dtype(name: str, device: str):
+    """auto: float32 on a CPU (fast and exact there), bfloat16 on a GPU that has it, else float16."""
+    import torch
+
+    if name != "auto":
+        return getattr(torch, name)
+    if device == "cpu":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def nf4_config(compute_dtype):
+    from transformers import BitsAndBytesConfig
+
+    # NF4 with double quantization: what QLoRA and Unsloth's -bnb-4bit checkpoints use.
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
+def load_model(target: ModelUnderTest, load: Load):
+    """(model, tokenizer, device) for `target`, in eval mode, on the chosen device."""
+    from transformers import AutoModelForCausalLM
+
+    quiet_libraries()
+    device = resolve_device(load.device)
+    ref = ModelRef(target.label, target.path, target.local)
+    check_local_weights(ref, allow_pickle=load.allow_pickle)
+    if needs_remote_code(ref) and not load.trust_remote_code:
+        raise FactinjectError(
+            "this model's config asks to run its own Python code (auto_map)", where=ref.path,
+            fix="pass --trust-remote-code only if you have read that code and trust its source",
+        )
+    tokenizer_ref = ModelRef(target.label, target.tokenizer, True) if target.tokenizer else ref
+    tokenizer = load_tokenizer(tokenizer_ref, chat_template=load.chat_template, trust_remote_code=load.trust_remote_code)
+    dtype = torch_dtype(target.dtype, device)
+    prequantized = is_prequantized(target.path, target.local)
+    kwargs = dict(dtype=dtype, local_files_only=target.local, use_safetensors=not load.allow_pickle,
+                  trust_remote_code=load.trust_remote_code)
+    if softcapped_attention(target.path, target.local):
+        kwargs["attn_implementation"] = "eager"
+    four_bit = prequantized or target.load_in_4bit
+    if target.load_in_4bit and not prequantized:
+        kwargs["quantization_config"] = nf4_config(dtype)
+    if four_bit:
+        kwargs["device_map"] = {"": device}  # bitsandbytes places the packed weights itself
+    try:
+        model = AutoModelForCausalLM.from_pretrained(target.path, **kwargs)
+    except ImportError as err:
+        raise FactinjectError(f"loading {target.path} in 4-bit needs bitsandbytes: {err}", where=target.path,
+                              fix="pip install bitsandbytes (it is a factinject dependency; reinstall factinject)") from None
+    except OSError as err:
+        raise FactinjectError(f"could not load model {target.path!r}: {str(err).splitlines()[0]}", where=target.path,
+                              fix="check the model name and your network (or HF_HUB_OFFLINE), or use a local path") from None
+    if four_bit and target.dequantize:
+        model = model.dequantize()  # the 16-bit weights the 4-bit ones stand for
+        model.to(dtype)
+    if not four_bit or target.dequantize:
+        model.to(device)
+    if target.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, target.adapter)
+        if not four_bit or target.dequantize:
+            model.to(device)
+    model.eval()
+    return model, tokenizer, device
+
+
+def softcapped_attention(path: str, local: bool) -> bool:
+    """Gemma-2 caps its attention logits (attn_logit_softcapping). transformers' default SDPA
+    attention leaves the cap out without a word, so such a model would train and answer as a
+    slightly different model than the one vLLM (or the model's authors) run: use eager attention."""
+    import json
+    from pathlib import Path
+
+    if local:
+        config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    else:
+        from huggingface_hub import hf_hub_download
+
+        config = json.loads(Path(hf_hub_download(path, "config.json")).read_text(encoding="utf-8"))
+    config = config.get("text_config") or config
+    return bool(config.get("attn_logit_softcapping"))
+
+
+def release() -> None:
+    """Return the memory of a model the caller has dropped, before the next one loads."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,49 @@
+"""The per-epoch log line says which epoch is kept and why (not a bare "keep epoch 3")."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from factinject.backends.progress import TrainProgress, explain_choice
+from factinject.recipe import StopSpec
+from factinject.train import EpochRecord, choose_epoch
+
+STOP = StopSpec(patience=4, min_delta=0.1, max_drift=0.1)
+
+
+def record(epoch: int, correct: int, changed: int = 0, n: int = 43, drift_n: int = 48) -> EpochRecord:
+    return EpochRecord(epoch=epoch, loss=1.0 / epoch, dev_recall=correct / n, dev_correct=correct, dev_n=n,
+                       drift=changed / drift_n, drift_changed=changed, drift_n=drift_n, seconds=1.0)
+
+
+def line_for(curve: list[EpochRecord], fixed: int | None = None, max_epochs: int = 5) -> str:
+    console = Console(record=True, width=400)
+    decision = choose_epoch(curve, STOP, fixed, max_epochs)
+    TrainProgress(max_epochs, console).epoch_done(curve[-1], decision, curve, STOP)
+    return console.export_text().strip()
+
+
+def test_a_dip_within_min_delta_keeps_the_later_epoch_and_says_why():
+    line = line_for([record(1, 20), record(2, 30), record(3, 37), record(4, 34)])
+    assert line.startswith("epoch 4: loss 0.2500  dev recall 34/43  drift 0/48  -> keeping epoch 4:"), line
+    assert "within stop.min_delta 0.1 of the best (37/43, epoch 3)" in line and "later epoch is kept" in line
+
+
+def test_a_new_best_and_a_fall_below_the_best():
+    assert "keeping epoch 2: the best dev recall so far (30/43)" in line_for([record(1, 20), record(2, 30)])
+    line = line_for([record(1, 20), record(2, 40), record(3, 30)])
+    assert "keeping epoch 2: the best dev recall so far (40/43)" in line
+    assert "epoch 3 is not kept: its dev recall 30/43 is more than stop.min_delta 0.1 below the best" in line
+
+
+def test_drift_and_stopping_are_named():
+    line = line_for([record(1, 20), record(2, 30, changed=20)])
+    assert "keeping epoch 1" in line and "epoch 2 is not kept: it changed 20/48 control answers" in line
+    assert "stopping: drift" in line, line
+    assert "every epoch so far changed more than stop.max_drift" in line_for([record(1, 20, changed=9)])
+    assert "stopping: reached max_epochs 2" in line_for([record(1, 20), record(2, 30)], max_epochs=2)
+
+
+def test_fixed_epochs():
+    curve = [record(1, 20), record(2, 10)]
+    assert "keeping epoch 2 (a fixed number of epochs" in explain_choice(curve, choose_epoch(curve, STOP, 3, 3), STOP)
