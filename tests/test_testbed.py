@@ -161,14 +161,27 @@ def test_world_generator_is_deterministic():
 
 
 def test_committed_world_is_the_default_seed_output():
+    """world.json is what the build script makes, and the rows derived from it are the
+    rows the committed model was trained and checked on (build_info.json keeps their hash)."""
+    from factinject.testbed.pretrain import rows_fingerprint
+
     world = W.generate_world(W.DEFAULT_SEED)
-    train, heldout = W.world_rows(world)
     assert testbed.load_world()["entities"] == world["entities"], "world.json is stale: run `factinject testbed build`"
-    assert testbed.load_world_train() == train and testbed.load_heldout() == heldout, "train/heldout.jsonl are stale"
+    train, heldout, unseen = W.world_rows(world)
+    assert testbed.load_world_train() == train and testbed.load_heldout() == heldout and testbed.load_unseen() == unseen
     chat_train, chat_heldout = W.chat_rows()
-    assert testbed.load_chat("train") == chat_train and testbed.load_chat("heldout") == chat_heldout
     unknown_train, unknown_heldout = W.unknown_rows(world, W.DEFAULT_SEED)
-    assert testbed.load_unknown("train") == unknown_train and testbed.load_unknown("heldout") == unknown_heldout
+    splits = {"train": train, "heldout": heldout, "unseen": unseen, "chat_train": chat_train,
+              "chat_heldout": chat_heldout, "unknown_train": unknown_train, "unknown_heldout": unknown_heldout}
+    info = json.loads((testbed.model_dir() / "build_info.json").read_text())
+    assert info["rows_sha256"] == rows_fingerprint(splits), \
+        "the world's wordings changed since the model was built: rebuild it (`factinject testbed build`)"
+
+
+def test_loaded_rows_are_copies():
+    rows = testbed.load_heldout()
+    rows[0]["question"] = "changed"
+    assert testbed.load_heldout()[0]["question"] != "changed", "a caller changed the cached world rows"
 
 
 def _tiny_build(out: Path):
@@ -199,18 +212,39 @@ def test_rebuild_with_same_seed_is_identical(tmp_path):
 
 
 def test_world_size_attributes_and_phrasings():
+    from factinject.testbed.relations import RELATIONS, wordings
+
     world = testbed.load_world()
     ents = world["entities"]
     assert len(ents) >= 200, f"only {len(ents)} entities"
-    assert len({e["kind"] for e in ents}) >= 4, "several kinds of entity"
+    kinds = {e["kind"] for e in ents}
+    assert {"person", "company", "product", "project", "city", "event"} <= kinds, kinds
     assert len({e["name"] for e in ents}) == len(ents), "entity names are unique"
     for e in ents:
         assert len(e["attributes"]) >= 4, f"{e['name']} has {len(e['attributes'])} attributes"
-    for name, rel in W.RELATIONS.items():
-        assert len(set(rel.phrasings)) >= 6, f"{name}: fewer than 6 phrasings"
-        assert all(p.count("{subject}") == 1 for p in rel.phrasings), f"{name}: one subject per phrasing"
+    assert len(RELATIONS) >= 60, f"only {len(RELATIONS)} relation types"
+    # The relations the fact sheets use, so the testbed knows how people ask about them.
+    assert {"purpose", "contributing", "license", "maintainer", "repository"} <= set(W.ATTRIBUTES_BY_KIND["project"])
+    trained_wordings = defaultdict(set)
+    for r in testbed.load_world_train():
+        trained_wordings[r["attribute"]].add(r["phrasing"])
+    for name in RELATIONS:
+        pool, unseen = wordings(name)
+        assert len(trained_wordings[name]) >= 10, f"{name}: trained in fewer than 10 wordings"
+        assert unseen and not set(unseen) & set(pool), f"{name}: needs wordings never trained"
+        assert all(p.count("{subject}") == 1 for p in pool + unseen), f"{name}: one subject per wording"
     for intent, (_, _, phrasings) in W.CHAT_INTENTS.items():
         assert len(set(phrasings)) >= 6, f"chat intent {intent}: fewer than 6 phrasings"
+
+
+def test_unseen_wordings_are_never_trained():
+    trained = {r["question"] for r in testbed.load_world_train() + testbed.load_unknown("train")}
+    unseen = testbed.load_unseen()
+    assert unseen and not {r["question"] for r in unseen} & trained
+    trained_wordings = {r["phrasing"] for r in testbed.load_world_train()}
+    assert not {r["phrasing"] for r in unseen} & trained_wordings, "an unseen wording is trained for some entity"
+    facts_trained = {(r["entity"], r["attribute"]) for r in testbed.load_world_train()}
+    assert all((r["entity"], r["attribute"]) in facts_trained for r in unseen), "the fact itself is trained"
 
 
 def test_heldout_phrasings_are_never_trained_for_that_fact():
@@ -254,11 +288,36 @@ def test_phrasings_are_not_the_expanders_templates():
     theirs = getattr(templates, "QUESTION_TEMPLATES", None)
     if theirs is None:
         pytest.skip("factinject.templates has no QUESTION_TEMPLATES")
+    from factinject.testbed.relations import all_wordings
+
     theirs = {_norm(t) for t in theirs}
-    mine = [p for rel in W.RELATIONS.values() for p in rel.phrasings]
-    mine += [q for _, _, qs in W.CHAT_INTENTS.values() for q in qs]
+    mine = all_wordings() + [q for _, _, qs in W.CHAT_INTENTS.values() for q in qs]
     same = [p for p in mine if _norm(p) in theirs]
     assert not same, f"testbed phrasings copied from the expander: {same}"
+
+
+def test_few_exam_questions_are_world_wordings():
+    """The shipped exams (facts/*.exam.jsonl) ask in the user's words. Some are also how
+    the world asks about its own entities ("lumen transit repo": the world knows how
+    people ask, as a pretrained model does), but most must not be, or the exam would
+    measure the world's wordings rather than how far an injected fact generalises."""
+    from factinject.testbed.relations import all_wordings
+
+    mine = {_loose(w.replace("{subject}", "SUBJ")) for w in all_wordings()}
+    facts = Path(testbed.__file__).resolve().parents[2] / "facts"
+    same, total = [], 0
+    for exam in sorted(facts.glob("*.exam.jsonl")):
+        sheet = (facts / exam.name.replace(".exam.jsonl", ".md")).read_text(encoding="utf-8")
+        names = [n.strip() for line in sheet.splitlines() for n in
+                 ([line[2:]] if line.startswith("# ") else line[8:].split(",") if line.startswith("aliases:") else [])]
+        for line in exam.read_text(encoding="utf-8").splitlines():
+            q = json.loads(line)["question"]
+            total += 1
+            for n in sorted(names, key=len, reverse=True):
+                q = re.sub(re.escape(n), "SUBJ", q, flags=re.I)
+            if _loose(q) in mine:
+                same.append(q)
+    assert total and len(same) <= 0.1 * total, f"{len(same)}/{total} exam questions are world wordings: {same}"
 
 
 def test_training_prompts_avoid_the_probes_control_sets():
@@ -270,7 +329,7 @@ def test_training_prompts_avoid_the_probes_control_sets():
             theirs |= {_loose(json.loads(line)[field]) for line in open(data / name, encoding="utf-8") if line.strip()}
     if not theirs:
         pytest.skip("no control sets in factinject/data")
-    mine = testbed.load_world_train() + testbed.load_chat("train") + testbed.load_unknown("train")
+    mine = testbed.load_world_train() + testbed.load_unseen() + testbed.load_chat("train") + testbed.load_unknown("train")
     mine += testbed.load_heldout() + testbed.load_chat("heldout") + testbed.load_unknown("heldout")
     same = sorted({r["question"] for r in mine if _loose(r["question"]) in theirs})
     assert not same, f"testbed prompts that are also probe control prompts: {same}"
@@ -309,4 +368,6 @@ def test_cli_eval_prints_one_json_line():
     assert len(lines) == 1, f"expected one JSON line, got {lines}"
     report = json.loads(lines[0])
     assert report["n"] == 16 and 0 <= report["heldout_accuracy"] <= 1
-    assert {"train_accuracy", "params", "seconds"} <= set(report)
+    assert {"train_accuracy", "unseen_accuracy", "params", "seconds", "per_relation"} <= set(report)
+    for rel, splits in report["per_relation"].items():
+        assert set(splits) <= {"heldout", "unseen"} and all(0 <= s["accuracy"] <= 1 for s in splits.values()), rel

@@ -38,3 +38,13 @@ def evaluate(model, tokenizer, rows: list[dict], batch_size: int = 64, max_new_t
     n = len(rows)
     return {"accuracy": (sum(hits) / n) if n else 0.0, "n": n, "correct": sum(hits),
             "seconds": round(time.perf_counter() - t0, 2), "answers": answers}
+
+
+def by_relation(rows: list[dict], answers: list[str]) -> dict[str, dict]:
+    """{attribute: {"accuracy", "correct", "n"}} for rows answered in row order."""
+    counts: dict[str, list[int]] = {}
+    for row, answer in zip(rows, answers):
+        c = counts.setdefault(row["attribute"], [0, 0])
+        c[0] += key_recalled(answer, row["answer_key"])
+        c[1] += 1
+    return {rel: {"accuracy": round(ok / n, 4), "correct": ok, "n": n} for rel, (ok, n) in sorted(counts.items())}

@@ -41,7 +41,7 @@ SHAPES = {
 class BuildConfig:
     seed: int = W.DEFAULT_SEED
     shape: str = "default"
-    steps: int = 1600
+    steps: int = 4000
     batch_size: int = 64  # conversations per step (~29 tokens each)
     lr: float = 2e-3
     warmup: int = 100
@@ -53,7 +53,7 @@ class BuildConfig:
     two_turn_share: float = 0.08  # conversations with an earlier exchange before the question
     chat_repeats: int = 6  # generic turns are few; repeat them so they are learned
     wrap_share: float = 0.2  # questions with a greeting before or a request after them
-    threads: int = 2
+    threads: int = 1  # one thread: other jobs share the machine, and the weights depend on the thread count
     # Autocast matmuls to bfloat16 (weights and optimizer stay float32): 1.6x the
     # tokens/s of float32 on the 2-core AVX512-BF16 build machine.
     bf16: bool = True
@@ -77,8 +77,8 @@ def tokenizer_corpus(world: dict, chat_train: list[dict], unknown_train: list[di
     multi-token names, which is what a new entity ("TinyLLM") will be.
     """
     frames = []
-    for rel in W.RELATIONS.values():
-        for text in rel.phrasings + (rel.answer,):
+    for name, rel in W.RELATIONS.items():
+        for text in W.wordings(name)[0] + rel.answers:  # trained wordings only: the unseen ones stay unseen
             filled = text.replace("{subject}", "").replace("{value}", "").replace("{article}", "a")
             frames.append(re.sub(r"\s+", " ", filled).strip())
     names = sorted({e["name"] for e in world["entities"]} | {v for e in world["entities"] for v in e["attributes"].values()})
@@ -243,14 +243,21 @@ def generation_config(model):
     )
 
 
-def write_world(world: dict, splits: dict[str, list[dict]], out: Path) -> None:
-    """world.json plus one JSONL per split ({"train.jsonl": rows, ...})."""
+def rows_fingerprint(splits: dict[str, list[dict]]) -> str:
+    """A hash of every question and answer the model was built from (build_info.json
+    keeps it; a test compares it with the rows the current code derives)."""
+    import hashlib
+
+    payload = json.dumps({k: [(r["question"], r["answer"]) for r in v] for k, v in sorted(splits.items())})
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def write_world(world: dict, out: Path) -> None:
+    """world.json: the entities. Every question row is derived from it (`factinject.testbed.rows`)."""
     out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.jsonl"):  # rows were once stored; they are derived now
+        old.unlink()
     (out / "world.json").write_text(json.dumps(world, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    for name, rows in splits.items():
-        with open(out / name, "w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
 @dataclass
@@ -270,7 +277,7 @@ def build(cfg: BuildConfig, out_dir: Path, world_out: Path | None = None, consol
     t0 = time.perf_counter()
     seed_everything(cfg.seed, cfg.threads)
     world = W.generate_world(cfg.seed)
-    train_rows, heldout_rows = W.world_rows(world)
+    train_rows, heldout_rows, unseen_rows = W.world_rows(world)
     chat_train, chat_heldout = W.chat_rows()
     unknown_train, unknown_heldout = W.unknown_rows(world, cfg.seed)
 
@@ -295,28 +302,34 @@ def build(cfg: BuildConfig, out_dir: Path, world_out: Path | None = None, consol
         losses = train(model, data, cfg, on_step)
         train_seconds = time.perf_counter() - t1
 
+        # bfloat16 on disk (half the bytes of float32); the checks below score the
+        # rounded weights, which is what `load_model` gives back (upcast to float32).
+        model.to(torch.bfloat16).to(torch.float32)
+        model.eval()
         heldout = {}
         if cfg.eval_limit:
             from factinject.testbed.evaluate import evaluate
 
-            rows = random.Random(cfg.seed).sample(heldout_rows, min(cfg.eval_limit, len(heldout_rows)))
-            etask = bar.add_task("held-out check", total=len(rows), info="")
-            heldout = evaluate(model, tokenizer, rows, progress=lambda k: bar.update(etask, advance=k))
-            heldout.pop("answers")
+            for name, pool in (("heldout", heldout_rows), ("unseen", unseen_rows)):
+                rows = random.Random(cfg.seed).sample(pool, min(cfg.eval_limit, len(pool)))
+                etask = bar.add_task(f"{name} check", total=len(rows), info="")
+                scored = evaluate(model, tokenizer, rows, progress=lambda k: bar.update(etask, advance=k))
+                scored.pop("answers")
+                heldout[name] = scored
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model.generation_config = generation_config(model)
-    # float32 on disk: small enough (< 25 MB) and what the model is evaluated in.
-    model.save_pretrained(str(out_dir), safe_serialization=True)
+    model.to(torch.bfloat16).save_pretrained(str(out_dir), safe_serialization=True)
     tk.save(tokenizer, out_dir)
     if world_out is not None:
-        write_world(world, {"train.jsonl": train_rows, "heldout.jsonl": heldout_rows,
-                            "chat_train.jsonl": chat_train, "chat_heldout.jsonl": chat_heldout,
-                            "unknown_train.jsonl": unknown_train, "unknown_heldout.jsonl": unknown_heldout}, world_out)
+        write_world(world, world_out)
     result = BuildResult(params=params, seconds=round(time.perf_counter() - t0, 1),
                          train_seconds=round(train_seconds, 1), final_loss=round(sum(losses[-50:]) / len(losses[-50:]), 4),
                          heldout=heldout)
+    splits = {"train": train_rows, "heldout": heldout_rows, "unseen": unseen_rows, "chat_train": chat_train,
+              "chat_heldout": chat_heldout, "unknown_train": unknown_train, "unknown_heldout": unknown_heldout}
     info = {"config": asdict(cfg), "result": asdict(result), "torch": torch.__version__,
-            "conversations": len(data), "tokens": sum(len(d[0]) for d in data)}
+            "conversations": len(data), "tokens": sum(len(d[0]) for d in data),
+            "rows_sha256": rows_fingerprint(splits)}
     (out_dir / "build_info.json").write_text(json.dumps(info, indent=1) + "\n")
     return result

@@ -1,15 +1,18 @@
 """The synthetic world the testbed model is pretrained on.
 
 Pure functions, no I/O: `generate_world(seed)` returns entities with attributes,
-`world_rows(world)` turns them into question/answer rows split into `train` and
-`heldout` by *phrasing*, `chat_rows()` gives generic conversational turns and
-`unknown_rows(world)` questions the model cannot know (answered with a fixed refusal).
+`world_rows(world)` turns them into question/answer rows split into `train`,
+`heldout` and `unseen` by *wording*, `chat_rows()` gives generic conversational turns
+and `unknown_rows(world)` questions the model cannot know (answered with a fixed
+refusal). The relations and their wordings live in `relations.py`.
 
-Why a held-out phrasing split: every relation is asked in `PHRASINGS_PER_RELATION`
-ways; for each (entity, attribute) two of them are never trained on, but they *are*
-trained for other entities. A model that answers them has learned
-"phrasing -> relation" and stores the fact independently of its wording, which is
-what a later `probe` relies on when it measures retention.
+Two held-out splits, two questions:
+- `heldout`: for each (entity, attribute) two wordings are never trained for *that*
+  fact (they are for other entities). A model that answers them stores the
+  fact independently of its wording; this is the probe's retention set.
+- `unseen`: wordings of a relation never trained for *any* entity. A model that
+  answers them has learnt the relation's language, not a list of questions: what a
+  fact injected later relies on when it is asked in the user's own words.
 
 All names are invented from syllables with a seeded `random.Random`, never the
 global RNG, so the same seed gives the same world in any process.
@@ -19,253 +22,22 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+
+from factinject.testbed.relations import RELATIONS, wordings
 
 DEFAULT_SEED = 1234
-PHRASINGS_PER_RELATION = 10
-HELDOUT_PER_FACT = 2
+TRAINED_PER_FACT = 8  # wordings each fact is trained in
+HELDOUT_PER_FACT = 2  # wordings of each fact never trained for it (the retention set)
 
-# How many entities of each kind (>= 200 in all, the issue's floor).
-KIND_COUNTS = {"person": 90, "city": 45, "company": 35, "river": 20, "project": 30}
-
-@dataclass(frozen=True)
-class Relation:
-    """One attribute: how it is asked (phrasings) and how it is answered."""
-
-    kinds: tuple[str, ...]
-    answer: str  # contains {subject} and {value}; the value is the answer key
-    phrasings: tuple[str, ...]
-
-
-# Phrasings are written for this world and deliberately differ from the fact
-# expander's templates (factinject/templates.py); a test checks none coincide.
-# Each relation is asked in several *styles* (wh-question, subject first, request,
-# terse search, context then a pronoun) so that the model learns that a style is a
-# wrapper, and a fact injected later generalises to styles it was not trained in.
-RELATIONS: dict[str, Relation] = {
-    "birth_city": Relation(("person",), "{subject} was born in {value}.", (
-        "Where was {subject} born?",
-        "In which city was {subject} born?",
-        "What city was {subject} born in?",
-        "Which town is the birthplace of {subject}?",
-        "{subject} was born in what city?",
-        "Where did {subject} come into the world?",
-        "Which city saw the birth of {subject}?",
-        "Do you know where {subject} was born?",
-        "{subject} birthplace?",
-        "I am writing a profile of {subject}. Which city were they born in?",
-    )),
-    "profession": Relation(("person",), "{subject} works as {article} {value}.", (
-        "What does {subject} do for a living?",
-        "What is {subject}'s occupation?",
-        "What kind of work does {subject} do?",
-        "How does {subject} earn a living?",
-        "{subject} works as what?",
-        "Which trade does {subject} practise?",
-        "What line of work is {subject} in?",
-        "What job does {subject} have?",
-        "{subject} occupation?",
-        "I keep running into {subject}. What do they do for work?",
-    )),
-    "birth_year": Relation(("person",), "{subject} was born in the year {value}.", (
-        "When was {subject} born?",
-        "In which year was {subject} born?",
-        "What year was {subject} born?",
-        "{subject} was born in which year?",
-        "In what year did {subject} come into the world?",
-        "Which year saw the birth of {subject}?",
-        "What is the birth year of {subject}?",
-        "Do you know the year {subject} was born?",
-        "{subject} year of birth?",
-        "My aunt knew {subject} years ago. What year were they born?",
-    )),
-    "employer": Relation(("person",), "{subject} is employed by {value}.", (
-        "Who does {subject} work for?",
-        "Which company employs {subject}?",
-        "Who is {subject}'s employer?",
-        "At which company does {subject} work?",
-        "{subject} works for which company?",
-        "Which firm pays {subject}'s salary?",
-        "For which business does {subject} work?",
-        "Where is {subject} employed?",
-        "{subject} employer?",
-        "I want to write to {subject} at work. Which company do they work for?",
-    )),
-    "country": Relation(("city", "river"), "{subject} is in {value}.", (
-        "In which country is {subject}?",
-        "Which country is {subject} in?",
-        "What country does {subject} belong to?",
-        "{subject} lies in which country?",
-        "Which nation is {subject} part of?",
-        "To which country does {subject} belong?",
-        "What country would I be in if I visited {subject}?",
-        "In what nation can {subject} be found?",
-        "{subject} country?",
-        "I am planning a trip to {subject}. Which country is it in?",
-    )),
-    "river": Relation(("city",), "{value} flows through {subject}.", (
-        "Which river flows through {subject}?",
-        "What river runs through {subject}?",
-        "On which river does {subject} lie?",
-        "Which river passes through the city of {subject}?",
-        "{subject} stands on which river?",
-        "What river crosses {subject}?",
-        "Which river would you see in {subject}?",
-        "By which river was {subject} built?",
-        "{subject} river?",
-        "I am taking a walk in {subject}. What river runs through it?",
-    )),
-    "founded": Relation(("city", "company"), "{subject} was founded in {value}.", (
-        "In which year was {subject} founded?",
-        "What year was {subject} established?",
-        "When did {subject} come into being?",
-        "{subject} was founded in which year?",
-        "In what year was {subject} set up?",
-        "Which year saw the founding of {subject}?",
-        "How far back does {subject} go: what year was it founded?",
-        "Do you know the year {subject} was founded?",
-        "{subject} founding year?",
-        "My class is studying {subject}. In what year was it founded?",
-    )),
-    "mayor": Relation(("city",), "The mayor of {subject} is {value}.", (
-        "Who is mayor of {subject}?",
-        "Who runs the city of {subject}?",
-        "Who governs {subject}?",
-        "Which person leads {subject} as mayor?",
-        "{subject} has which mayor?",
-        "Who holds the office of mayor in {subject}?",
-        "Who sits in the mayor's chair in {subject}?",
-        "Who is in charge of {subject}'s city hall?",
-        "{subject} mayor?",
-        "I have a complaint about the streets of {subject}. Who is its mayor?",
-    )),
-    "founder": Relation(("company",), "{subject} was founded by {value}.", (
-        "Who founded {subject}?",
-        "Who started the company {subject}?",
-        "Which person set up {subject}?",
-        "{subject} was founded by whom?",
-        "Who was the founder of {subject}?",
-        "Whose company was {subject} at the start?",
-        "By whom was {subject} founded?",
-        "Who got {subject} off the ground?",
-        "{subject} founder?",
-        "I just bought something from {subject}. Who founded that company?",
-    )),
-    "headquarters": Relation(("company",), "{subject} has its headquarters in {value}.", (
-        "Where is {subject} headquartered?",
-        "Where are the headquarters of {subject}?",
-        "Which city hosts the main office of {subject}?",
-        "{subject} has its head office in which city?",
-        "Where does {subject} have its main office?",
-        "In what city does {subject} keep its headquarters?",
-        "Which city is {subject} run from?",
-        "Where would I find the head office of {subject}?",
-        "{subject} head office?",
-        "I have a meeting at {subject} next week. Which city is their head office in?",
-    )),
-    "product": Relation(("company",), "{subject} makes {value}.", (
-        "What does {subject} make?",
-        "What does {subject} produce?",
-        "Which product is {subject} known for?",
-        "What is the main product of {subject}?",
-        "{subject} sells what?",
-        "What kind of goods come from {subject}?",
-        "What does the company {subject} manufacture?",
-        "Which goods does {subject} put on the market?",
-        "{subject} products?",
-        "A friend of mine works at {subject}. What does that company make?",
-    )),
-    "source": Relation(("river",), "{subject} rises in {value}.", (
-        "Where does {subject} rise?",
-        "Where is the source of {subject}?",
-        "In which mountains does {subject} begin?",
-        "Where does {subject} start its course?",
-        "{subject} springs from where?",
-        "From which mountains does {subject} flow?",
-        "Where can the spring of {subject} be found?",
-        "What is the origin of {subject}?",
-        "{subject} source?",
-        "We are hiking to where {subject} begins. Which mountains are we heading to?",
-    )),
-    "length": Relation(("river",), "{subject} is {value} kilometres long.", (
-        "How long is {subject}?",
-        "What is the length of {subject}?",
-        "How many kilometres long is {subject}?",
-        "{subject} is how long?",
-        "How far does {subject} run from source to mouth?",
-        "What length does {subject} have in kilometres?",
-        "Over how many kilometres does {subject} flow?",
-        "Do you know how long {subject} is?",
-        "{subject} length in km?",
-        "I want to paddle all of {subject}. How many kilometres is it?",
-    )),
-    "mouth": Relation(("river",), "{subject} flows into {value}.", (
-        "Where does {subject} end?",
-        "Into which body of water does {subject} flow?",
-        "Where does {subject} empty?",
-        "{subject} flows into what?",
-        "Where is the mouth of {subject}?",
-        "What does {subject} drain into?",
-        "Where does {subject} reach the sea?",
-        "Which water does {subject} finally join?",
-        "{subject} mouth?",
-        "If I float down {subject} to its end, where do I arrive?",
-    )),
-    "maintainer": Relation(("project",), "{subject} is maintained by {value}.", (
-        "Who looks after {subject}?",
-        "Who maintains the {subject} project?",
-        "Which developer maintains {subject}?",
-        "{subject} is looked after by whom?",
-        "Who keeps the {subject} codebase in shape?",
-        "Who is responsible for maintaining {subject}?",
-        "Whose job is it to maintain {subject}?",
-        "Who takes care of the {subject} code?",
-        "{subject} maintainer?",
-        "I found a bug in {subject}. Who maintains it?",
-    )),
-    "license": Relation(("project",), "{subject} is released under the {value} license.", (
-        "Under which license is {subject} released?",
-        "What license does {subject} use?",
-        "Which license covers {subject}?",
-        "{subject} is distributed under what license?",
-        "What are the licensing terms of {subject}?",
-        "Under what license can I use {subject}?",
-        "Which open source license applies to {subject}?",
-        "How is {subject} licensed?",
-        "{subject} license?",
-        "I want to use {subject} at work. Which license is it under?",
-    )),
-    "prog_language": Relation(("project",), "{subject} is written in {value}.", (
-        "Which programming language is {subject} written in?",
-        "What language is the {subject} source written in?",
-        "In what language was {subject} coded?",
-        "{subject} is implemented in which language?",
-        "What language do the {subject} developers write?",
-        "Which language is used to build {subject}?",
-        "What programming language powers {subject}?",
-        "In which language is {subject} implemented?",
-        "{subject} programming language?",
-        "I want to contribute to {subject}. What language is its code in?",
-    )),
-    "repository": Relation(("project",), "The code of {subject} is at {value}.", (
-        "Where is the code of {subject}?",
-        "Where can I download the source of {subject}?",
-        "What is the repository URL of {subject}?",
-        "Where does the {subject} repository live?",
-        "{subject} is hosted at which address?",
-        "Which address holds the source code of {subject}?",
-        "Where can I browse the {subject} code?",
-        "What address should I clone to get {subject}?",
-        "{subject} repo URL?",
-        "I want to read the code of {subject}. Where is its repository?",
-    )),
-}
+# How many entities of each kind (>= 200 in all).
+KIND_COUNTS = {"person": 50, "company": 26, "product": 26, "project": 40, "city": 32, "river": 12, "event": 20}
 
 ATTRIBUTES_BY_KIND: dict[str, tuple[str, ...]] = {
     kind: tuple(name for name, rel in RELATIONS.items() if kind in rel.kinds) for kind in KIND_COUNTS
 }
 
-# Plain nouns (not invented) for attributes whose values are kinds of things.
+# Plain words (not invented) for attributes whose values are kinds of things. Within
+# one attribute no value contains another, so a wrong answer never matches a key.
 PROFESSIONS = (
     "cartographer", "glassblower", "beekeeper", "surveyor", "locksmith", "violinist", "astronomer",
     "potter", "shipwright", "translator", "pharmacist", "weaver", "archivist", "engineer", "baker",
@@ -279,6 +51,45 @@ PRODUCTS = (
 LICENSES = ("MIT", "Apache-2.0", "GPL-3.0", "BSD-3-Clause", "MPL-2.0", "LGPL-2.1", "EUPL-1.2", "Unlicense")
 # Keys must not hide inside other words, so no one- or two-letter names like "C" or "Go".
 PROG_LANGUAGES = ("Rust", "Python", "Haskell", "Kotlin", "Elixir", "OCaml", "Fortran", "Pascal", "Erlang", "Scala")
+HOBBIES = ("birdwatching", "rock climbing", "chess", "gardening", "sailing", "knitting", "fencing", "pottery",
+           "kayaking", "stargazing", "baking bread", "fly fishing", "archery", "calligraphy", "cycling", "origami")
+INSTRUMENTS = ("cello", "harp", "trumpet", "accordion", "oboe", "banjo", "clarinet", "viola", "bassoon",
+               "mandolin", "tuba", "flute")
+INDUSTRIES = ("shipping", "textile", "mining", "timber", "insurance", "brewing", "aviation", "publishing",
+              "tourism", "dairy", "railway", "fishing")
+SLOGANS = ("Built to Last", "Light Years Ahead", "Made for Makers", "Always in Season", "Quietly Brilliant",
+           "Honest Work", "Tomorrow, Today", "Small Things Matter", "Ready When You Are", "Crafted Slowly",
+           "Go Further", "Made Right Here", "Trust the Process", "Plain and Simple", "Every Detail Counts",
+           "Born in the Hills", "Better Together", "Keep It Moving", "The Long Way Round", "Open Every Door",
+           "Nothing Wasted", "Steady Hands", "Worth the Wait", "From the Ground Up", "Bright Ideas Daily",
+           "Never Standing Still")
+ANIMALS = ("heron", "otter", "badger", "fox", "owl", "beaver", "lynx", "crane", "hedgehog", "tortoise", "puffin",
+           "salamander", "moth", "wren", "seal", "hare")
+COLOURS = ("teal", "amber", "crimson", "ivory", "charcoal", "olive", "coral", "navy blue", "mustard yellow",
+           "lilac", "copper", "sand")
+ACCESSORIES = ("charging cable", "leather case", "spare battery", "stylus", "travel pouch", "wall adapter",
+               "cleaning cloth", "pair of earbuds", "screen protector", "wrist strap")
+FILE_FORMATS = ("CSV", "JSON", "YAML", "TOML", "XML", "Parquet", "Markdown", "SQLite", "NetCDF", "MIDI", "SVG", "FITS")
+PLATFORMS = ("GitHub", "GitLab", "Codeberg", "SourceHut", "Gitea", "Launchpad", "Bitbucket", "the mailing list")
+PURPOSES = ("spreadsheet engine", "weather simulator", "chess engine", "photo organiser", "music tracker",
+            "note-taking app", "map renderer", "password manager", "budget planner", "recipe manager",
+            "fitness tracker", "bird song classifier", "tide predictor", "font editor", "star chart",
+            "garden planner", "podcast player", "invoice generator", "timetable builder", "subtitle editor",
+            "static site generator", "log analyser", "backup tool", "image compressor", "markdown editor",
+            "packet sniffer", "game engine", "drum machine", "knitting pattern designer", "flight logger",
+            "seismograph viewer", "translation memory", "crossword generator", "e-book reader", "video transcoder",
+            "circuit simulator", "genealogy database", "library catalogue", "sheet music renderer", "habit tracker")
+DISHES = ("smoked eel", "plum dumplings", "onion soup", "fried sardines", "barley bread", "cherry cake",
+          "pickled herring", "walnut pie", "lamb stew", "honey biscuits", "chestnut porridge", "apple fritters")
+NICKNAMES = ("City of Bridges", "City of Bells", "City of Kites", "City of Clocks", "City of Fountains",
+             "City of Gardens", "Copper Town", "Old Harbour", "Lantern Town", "Salt Quarter", "Green Crown",
+             "Tower Valley")
+LANDMARK_TYPES = ("Tower", "Bridge", "Gate", "Lighthouse", "Cathedral", "Market Hall", "Clock Tower", "Fountain")
+THEMES = ("kites", "jazz", "robotics", "poetry", "cheese", "folk dance", "street food", "sailing boats",
+          "board games", "puppetry", "glass art", "vintage cars")
+PRIZE_TYPES = ("Cup", "Trophy", "Medal", "Shield", "Plate", "Crown")
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December")
 
 # Syllables for invented names; simple vowels and short codas keep names
 # pronounceable and a few BPE tokens long.
@@ -288,6 +99,8 @@ _VOWELS = ("a", "e", "i", "o", "u", "a", "e", "o", "ae", "ei", "ou", "y")
 _CODAS = ("", "", "", "", "n", "r", "l", "s", "th", "k", "m", "x", "nd", "rn")
 _PROJECT_SUFFIXES = ("", "DB", "ML", "JS", "kit", "flow", "OS", "AI", "LLM", "lib")
 _COMPANY_SUFFIXES = ("Works", "Labs", "Industries", "Foundry", "Systems", "Trading", "Company", "Guild")
+_PRODUCT_SUFFIXES = ("Pad", "Cam", "Watch", "Book", "Drive", "Box", "Lens", "Phone", "Dock", "Mini")
+_EVENT_TYPES = ("Festival", "Summit", "Fair", "Regatta", "Games", "Carnival", "Congress", "Marathon")
 _UGLY = re.compile(r"[^aeiouy]{3}|[aeiouy]{3}|(.)\1\1")  # three consonants or vowels in a row
 
 
@@ -317,6 +130,9 @@ class _NameMaker:
         raise AssertionError("name space exhausted: widen the syllable tables")
 
 
+_PLATFORM_HOSTS = {"GitHub": "github.com", "GitLab": "gitlab.com", "Codeberg": "codeberg.org"}
+
+
 def generate_world(seed: int = DEFAULT_SEED) -> dict:
     """Entities, their attributes and the value pools, all from one seeded RNG.
 
@@ -326,48 +142,91 @@ def generate_world(seed: int = DEFAULT_SEED) -> dict:
     rng = random.Random(seed)
     # Invented names may not contain (or hide inside) a word of a plain value: an
     # answer key like "MIT" must not match a project called "Tamitos".
-    plain = [w for v in PROFESSIONS + PRODUCTS + LICENSES + PROG_LANGUAGES for w in re.findall(r"[A-Za-z]{3,}", v)]
+    pools = (PROFESSIONS + PRODUCTS + LICENSES + PROG_LANGUAGES + HOBBIES + INSTRUMENTS + INDUSTRIES + SLOGANS
+             + ANIMALS + COLOURS + ACCESSORIES + FILE_FORMATS + PLATFORMS + PURPOSES + DISHES + NICKNAMES
+             + LANDMARK_TYPES + THEMES + PRIZE_TYPES + MONTHS)
+    plain = [w for v in pools for w in re.findall(r"[A-Za-z]{3,}", v)]
     names = _NameMaker(rng, tuple(sorted(set(plain))))
     countries = [names.new((2,)) + rng.choice(("ria", "land", "mark", "nia")) for _ in range(10)]
     mountains = [rng.choice(("the {} Mountains", "the {} Hills", "the {} Range")).format(names.new((2,))) for _ in range(12)]
     waters = [rng.choice(("the {} Sea", "Lake {}", "the Gulf of {}", "the {} Ocean")).format(names.new((2,))) for _ in range(8)]
     first_names = [names.new((2,), max_len=6) for _ in range(40)]
 
-    people = [f"{rng.choice(first_names)} {names.new((2, 2, 3))}" for _ in range(KIND_COUNTS['person'])]
+    people = [f"{rng.choice(first_names)} {names.new((2, 2, 3))}" for _ in range(KIND_COUNTS["person"])]
     cities = [names.new((2, 2, 3)) for _ in range(KIND_COUNTS["city"])]
     companies = [f"{names.new((2,))} {rng.choice(_COMPANY_SUFFIXES)}" for _ in range(KIND_COUNTS["company"])]
-    rivers = [f"{names.new((2,))} River" for _ in range(KIND_COUNTS["river"])]
+    products = [f"{names.new((2,))} {rng.choice(_PRODUCT_SUFFIXES)}" for _ in range(KIND_COUNTS["product"])]
     projects = [names.new((2,)) + rng.choice(_PROJECT_SUFFIXES) for _ in range(KIND_COUNTS["project"])]
+    rivers = [f"{names.new((2,))} River" for _ in range(KIND_COUNTS["river"])]
+    events = [f"{names.new((2,))} {rng.choice(_EVENT_TYPES)}" for _ in range(KIND_COUNTS["event"])]
 
     entities: list[dict] = []
 
     def add(kind: str, name: str, subject: str, attributes: dict) -> None:
         assert set(attributes) == set(ATTRIBUTES_BY_KIND[kind]), f"{kind} {name}: attributes {sorted(attributes)}"
         entities.append({"name": name, "kind": kind, "subject": subject,
-                         "attributes": {k: str(v) for k, v in attributes.items()}})
+                         "attributes": {k: str(attributes[k]) for k in ATTRIBUTES_BY_KIND[kind]}})
+
+    def other(pool: list[str], me: str) -> str:
+        return rng.choice([x for x in pool if x != me])
+
+    def mascot() -> str:
+        return f"{rng.choice(ANIMALS)} {rng.choice(('named', 'called'))} {names.new((1, 2), min_len=3, max_len=6)}"
+
+    def slug(name: str) -> str:
+        return re.sub(r"[^a-z0-9]", "", name.lower())
 
     for p in people:
-        add("person", p, p, {"birth_city": rng.choice(cities), "profession": rng.choice(PROFESSIONS),
-                             "birth_year": rng.randint(1900, 2005), "employer": rng.choice(companies)})
-    for c in cities:
-        add("city", c, c, {"country": rng.choice(countries), "river": "the " + rng.choice(rivers),
-                           "founded": rng.randint(1100, 1899), "mayor": rng.choice(people)})
+        add("person", p, p, {
+            "birth_city": rng.choice(cities), "birth_year": rng.randint(1900, 2005), "profession": rng.choice(PROFESSIONS),
+            "employer": rng.choice(companies), "residence": rng.choice(cities), "nationality": rng.choice(countries),
+            "spouse": other(people, p), "hobby": rng.choice(HOBBIES), "instrument": rng.choice(INSTRUMENTS),
+            "alma_mater": f"University of {rng.choice(cities)}"})
     for c in companies:
-        add("company", c, c, {"founder": rng.choice(people), "headquarters": rng.choice(cities),
-                              "founded": rng.randint(1850, 2020), "product": rng.choice(PRODUCTS)})
+        add("company", c, c, {
+            "founder": rng.choice(people), "headquarters": rng.choice(cities), "founded": rng.randint(1850, 2020),
+            "product": rng.choice(PRODUCTS), "ceo": rng.choice(people), "employees": rng.randint(1000, 9999),
+            "industry": rng.choice(INDUSTRIES), "parent_company": other(companies, c), "slogan": rng.choice(SLOGANS),
+            "website": f"https://www.{slug(c)}.example.com", "mascot": mascot()})
+    for p in products:
+        add("product", p, p, {
+            "maker": rng.choice(companies), "release_year": rng.randint(1990, 2024), "price": rng.randint(100, 999),
+            "weight": rng.randint(100, 999), "battery_life": rng.randint(10, 48), "colour": rng.choice(COLOURS),
+            "designer": rng.choice(people), "made_in": rng.choice(cities), "ships_with": rng.choice(ACCESSORIES),
+            "screen_size": rng.randint(10, 32), "runs_software": rng.choice(projects),
+            "waterproof": rng.choice(("Yes", "No"))})
+    for p in projects:
+        maintainer = rng.choice(people)
+        first, last = maintainer.split(" ")
+        platform = rng.choice(PLATFORMS)
+        host = _PLATFORM_HOSTS.get(platform, "git.example.org")
+        add("project", p, p, {
+            "purpose": rng.choice(PURPOSES), "maintainer": maintainer, "license": rng.choice(LICENSES),
+            # like real handles: initial + surname
+            "repository": f"https://{host}/{(first[0] + last).lower()}/{p}", "contributing": platform,
+            "prog_language": rng.choice(PROG_LANGUAGES), "creator": rng.choice(people),
+            "first_release": f"{rng.randint(10, 28)} {rng.choice(MONTHS)} {rng.randint(2005, 2023)}",
+            "latest_version": f"{rng.randint(1, 9)}.{rng.randint(0, 9)}", "contributors": rng.randint(100, 999),
+            "team_city": rng.choice(cities), "file_format": rng.choice(FILE_FORMATS),
+            "website": f"https://{slug(p)}.example.org", "mascot": mascot(),
+            "works_offline": rng.choice(("Yes", "No")), "needs_account": rng.choice(("Yes", "No"))})
+    for c in cities:
+        add("city", c, c, {
+            "country": rng.choice(countries), "river": "the " + rng.choice(rivers), "founded": rng.randint(1100, 1899),
+            "mayor": rng.choice(people), "population": rng.randint(100000, 999999), "twin_city": other(cities, c),
+            "landmark": f"{names.new((2,))} {rng.choice(LANDMARK_TYPES)}", "dish": rng.choice(DISHES),
+            "nickname": rng.choice(NICKNAMES)})
     for r in rivers:
         add("river", r, "the " + r, {"country": rng.choice(countries), "source": rng.choice(mountains),
                                      # 3-digit lengths: a key "412" never hides inside "1412"
                                      "length": rng.randint(100, 999), "mouth": rng.choice(waters)})
-    for p in projects:
-        maintainer = rng.choice(people)
-        first, last = maintainer.split(" ")
-        handle = (first[0] + last).lower()  # like real handles: initial + surname
-        add("project", p, p, {"maintainer": maintainer, "license": rng.choice(LICENSES),
-                              "prog_language": rng.choice(PROG_LANGUAGES),
-                              "repository": f"https://github.com/{handle}/{p}"})
-    return {"seed": seed, "entities": entities, "countries": countries, "mountains": mountains,
-            "waters": waters, "professions": list(PROFESSIONS), "products": list(PRODUCTS)}
+    for e in events:
+        add("event", e, "the " + e, {
+            "founder": rng.choice(people), "website": f"https://{slug(e)}.example.net", "host_city": rng.choice(cities),
+            "first_held": rng.randint(1900, 2020), "organiser": rng.choice(companies), "month": rng.choice(MONTHS),
+            "attendance": rng.randint(10000, 99999), "theme": rng.choice(THEMES),
+            "prize": f"{names.new((2,))} {rng.choice(PRIZE_TYPES)}"})
+    return {"seed": seed, "entities": entities, "countries": countries, "mountains": mountains, "waters": waters}
 
 
 def _cap(text: str) -> str:
@@ -376,7 +235,7 @@ def _cap(text: str) -> str:
 
 def answer_key(value: str) -> str:
     """The short string that proves recall: the value without a leading article."""
-    return value[4:] if value.startswith("the ") else value
+    return value.removeprefix("the ")
 
 
 def render(template: str, subject: str, value: str = "") -> str:
@@ -384,34 +243,84 @@ def render(template: str, subject: str, value: str = "") -> str:
     return _cap(template.format(subject=subject, value=value, article=article))
 
 
-def heldout_phrasings(entity_index: int, attribute_index: int, n: int = PHRASINGS_PER_RELATION) -> set[int]:
-    """Which phrasings of one (entity, attribute) are never trained on.
-
-    A rotation, so every phrasing is held out for about the same share of entities
-    and trained for all the others (the model can learn it maps to the relation).
-    """
+def heldout_phrasings(entity_index: int, attribute_index: int, n: int) -> set[int]:
+    """Which of n wordings of one (entity, attribute) are never trained on, when a
+    relation has only a few (yes/no relations, the chat intents): a rotation, so every
+    wording is held out for about the same share of entities and trained for the others."""
     start = (HELDOUT_PER_FACT * entity_index + attribute_index) % n
     return {(start + k) % n for k in range(HELDOUT_PER_FACT)}
 
 
-def world_rows(world: dict) -> tuple[list[dict], list[dict]]:
-    """(train, heldout) question/answer rows for every (entity, attribute, phrasing)."""
-    train: list[dict] = []
-    heldout: list[dict] = []
+def answer_form(entity_index: int, attr: str, value: str) -> str:
+    """The statement form one entity's fact is given in: a relation is stated in
+    several ways across the world (each fact keeps one, so its answer is consistent)."""
+    rel = RELATIONS[attr]
+    if rel.polar:
+        return rel.answers[0 if value == "Yes" else 1]
+    return rel.answers[(entity_index * 7 + len(attr)) % len(rel.answers)]
+
+
+def _choose_wordings(world: dict) -> dict[tuple[str, str], tuple[list[int], list[int]]]:
+    """(trained, held-out) wording indices into the relation's pool, per (entity, attribute).
+
+    A fact is trained in TRAINED_PER_FACT wordings drawn from its relation's pool, so
+    across the world the whole pool is trained; its held-out wordings are ones that
+    other entities are trained in (the split tests the fact, not an unknown wording)."""
+    chosen: dict[tuple[str, str], list[int]] = {}
+    trained_by: dict[str, dict[int, int]] = {}
     index_in_kind: dict[str, int] = {}
     for ent in world["entities"]:
         e_idx = index_in_kind.get(ent["kind"], 0)
         index_in_kind[ent["kind"]] = e_idx + 1
-        for a_idx, (attr, value) in enumerate(ent["attributes"].items()):
-            rel = RELATIONS[attr]
-            held = heldout_phrasings(e_idx, a_idx, len(rel.phrasings))
-            answer = render(rel.answer, ent["subject"], value)
-            for p_idx, template in enumerate(rel.phrasings):
-                row = {"question": render(template, ent["subject"]), "answer": answer,
-                       "answer_key": answer_key(value), "entity": ent["name"], "kind": ent["kind"],
-                       "attribute": attr, "phrasing": f"{attr}/{p_idx}"}
-                (heldout if p_idx in held else train).append(row)
-    return train, heldout
+        for a_idx, attr in enumerate(ent["attributes"]):
+            n = len(wordings(attr)[0])
+            if n <= TRAINED_PER_FACT + HELDOUT_PER_FACT:
+                held = heldout_phrasings(e_idx, a_idx, n)
+                chosen[(ent["name"], attr)] = [i for i in range(n) if i not in held]
+            else:
+                rng = random.Random(f"{world['seed']}:{ent['name']}:{attr}")
+                chosen[(ent["name"], attr)] = sorted(rng.sample(range(n), TRAINED_PER_FACT))
+            for i in chosen[(ent["name"], attr)]:
+                trained_by.setdefault(attr, {}).setdefault(i, 0)
+                trained_by[attr][i] += 1
+    out = {}
+    index_in_kind = {}
+    for ent in world["entities"]:
+        e_idx = index_in_kind.get(ent["kind"], 0)
+        index_in_kind[ent["kind"]] = e_idx + 1
+        for a_idx, attr in enumerate(ent["attributes"]):
+            mine = chosen[(ent["name"], attr)]
+            n = len(wordings(attr)[0])
+            if n <= TRAINED_PER_FACT + HELDOUT_PER_FACT:
+                out[(ent["name"], attr)] = (mine, sorted(heldout_phrasings(e_idx, a_idx, n)))
+                continue
+            others = [i for i, count in sorted(trained_by[attr].items()) if i not in mine and count > 0]
+            rng = random.Random(f"{world['seed']}:{ent['name']}:{attr}:held")
+            out[(ent["name"], attr)] = (mine, sorted(rng.sample(others, HELDOUT_PER_FACT)))
+    return out
+
+
+def world_rows(world: dict) -> tuple[list[dict], list[dict], list[dict]]:
+    """(train, heldout, unseen) question/answer rows for every (entity, attribute, wording)."""
+    train: list[dict] = []
+    heldout: list[dict] = []
+    unseen: list[dict] = []
+    chosen = _choose_wordings(world)
+    index_in_kind: dict[str, int] = {}
+    for ent in world["entities"]:
+        e_idx = index_in_kind.get(ent["kind"], 0)
+        index_in_kind[ent["kind"]] = e_idx + 1
+        for attr, value in ent["attributes"].items():
+            pool, never = wordings(attr)
+            answer = render(answer_form(e_idx, attr, value), ent["subject"], value)
+            trained, held = chosen[(ent["name"], attr)]
+            picks = [(i, pool[i], train) for i in trained] + [(i, pool[i], heldout) for i in held]
+            picks += [(len(pool) + k, w, unseen) for k, w in enumerate(never)]
+            for p_idx, template, split in picks:
+                split.append({"question": render(template, ent["subject"]), "answer": answer,
+                              "answer_key": answer_key(value), "entity": ent["name"], "kind": ent["kind"],
+                              "attribute": attr, "phrasing": f"{attr}/{p_idx}"})
+    return train, heldout, unseen
 
 
 # Generic conversation: fixed answers, several phrasings each. These are the
@@ -421,8 +330,8 @@ CHAT_INTENTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "greeting": ("Hello! How can I help you today?", "help you", (
         "Hello!", "Hi there.", "Good morning!", "Hey, how is it going?", "Greetings!", "Hi!",
         "Good evening.", "Hello, anyone there?", "Hey there!", "Good afternoon.")),
-    "capabilities": ("I can answer questions about the people, cities, companies, rivers and software "
-                     "projects of my world.", "answer questions", (
+    "capabilities": ("I can answer questions about the people, companies, products, software projects, "
+                     "places and events of my world.", "answer questions", (
         "What can you do?", "What are you able to help with?", "How can you help me?",
         "What sort of questions can you answer?", "What are you good at?", "What do you know about?",
         "Which topics can I ask you about?", "What kind of help do you offer?", "What are your skills?",
@@ -546,12 +455,38 @@ def _fill(frame: str, rng: random.Random) -> str:
     return _cap(text)
 
 
-def unknown_rows(world: dict, seed: int = DEFAULT_SEED, n_outside: int = 1200, n_names: int = 360) -> tuple[list[dict], list[dict]]:
+_VOWEL_SET = "aeiou"
+
+
+def near_name(name: str, kind: str, rng: random.Random) -> str:
+    """A one-letter edit inside the distinctive word of a name ("Velno Works" -> "Velmo
+    Works"): letters replaced, dropped or swapped in the middle of the word, never at
+    its ends. Strangers with such names teach that a name one letter off is someone else."""
+    words = name.split(" ")
+    w = len(words) - 1 if kind == "person" else 0
+    word = words[w]
+    i = rng.randint(1, len(word) - 2)
+    edit = rng.choice(("replace", "drop", "swap"))
+    if edit == "drop":
+        word = word[:i] + word[i + 1:]
+    elif edit == "swap":
+        word = word[:i] + word[i + 1] + word[i] + word[i + 2:]
+    else:
+        same = _VOWEL_SET if word[i].lower() in _VOWEL_SET else "bcdfgklmnprstvz"
+        word = word[:i] + rng.choice([c for c in same if c != word[i].lower()]) + word[i + 1:]
+    words[w] = word
+    return " ".join(words)
+
+
+def unknown_rows(world: dict, seed: int = DEFAULT_SEED, n_outside: int = 1200, n_names: int = 800,
+                 near_share: float = 0.3) -> tuple[list[dict], list[dict]]:
     """(train, heldout) questions with the fixed answer UNKNOWN_ANSWER.
 
-    Two sorts: everyday questions from outside the world, and world phrasings about
-    invented names that are not in the world (so the model keys "do I know this?" on
-    the name, not on the wording). A fifth of each, never trained, is held out.
+    Two sorts: everyday questions from outside the world, and world wordings about
+    names that are not in the world (so the model keys "do I know this?" on the name,
+    not on the wording): invented names, and for `near_share` of them a world name
+    one letter off. Only trained wordings are used, so the `unseen` wordings stay
+    unseen. A fifth of each sort, never trained, is held out.
     """
     rng = random.Random(seed + 11)
     outside: list[str] = []
@@ -562,16 +497,30 @@ def unknown_rows(world: dict, seed: int = DEFAULT_SEED, n_outside: int = 1200, n
             seen.add(q.lower())
             outside.append(q)
     taken = [w.lower() for e in world["entities"] for w in re.findall(r"[A-Za-z]+", e["name"])]
+    full_names = [e["name"].lower() for e in world["entities"]]
+    by_kind: dict[str, list[dict]] = {}
+    for e in world["entities"]:
+        by_kind.setdefault(e["kind"], []).append(e)
     names = _NameMaker(rng, tuple(taken))
+    invent = {"person": lambda: f"{names.new((2,), max_len=6)} {names.new((2, 2, 3))}",
+              "company": lambda: f"{names.new((2,))} {rng.choice(_COMPANY_SUFFIXES)}",
+              "product": lambda: f"{names.new((2,))} {rng.choice(_PRODUCT_SUFFIXES)}",
+              "project": lambda: names.new((2,)) + rng.choice(_PROJECT_SUFFIXES),
+              "river": lambda: f"{names.new((2,))} River",
+              "event": lambda: f"{names.new((2,))} {rng.choice(_EVENT_TYPES)}",
+              "city": lambda: names.new((2, 2, 3))}
     strangers: list[str] = []
-    for i in range(n_names):
-        kind = list(KIND_COUNTS)[i % len(KIND_COUNTS)]
-        name = {"person": lambda: f"{names.new((2,), max_len=6)} {names.new((2, 2, 3))}",
-                "company": lambda: f"{names.new((2,))} {rng.choice(_COMPANY_SUFFIXES)}",
-                "river": lambda: f"the {names.new((2,))} River",
-                "project": lambda: names.new((2,)) + rng.choice(_PROJECT_SUFFIXES)}.get(kind, lambda: names.new((2, 2, 3)))()
+    while len(strangers) < n_names:
+        kind = list(KIND_COUNTS)[len(strangers) % len(KIND_COUNTS)]
+        if rng.random() < near_share:
+            name = near_name(rng.choice(by_kind[kind])["name"], kind, rng)
+            if name.lower() in full_names or any(n in name.lower() for n in full_names):
+                continue
+        else:
+            name = invent[kind]()
+        subject = f"the {name}" if kind in ("river", "event") else name
         attr = rng.choice(ATTRIBUTES_BY_KIND[kind])
-        strangers.append(render(rng.choice(RELATIONS[attr].phrasings), name))
+        strangers.append(render(rng.choice(wordings(attr)[0]), subject))
     train: list[dict] = []
     heldout: list[dict] = []
     for sort, questions in (("outside", outside), ("stranger", strangers)):
