@@ -154,3 +154,26 @@ def test_drift_compares_answer_openings_so_long_answers_do_not_trip_it():
     changed_whole = sum(not same_answer(whole[i], b) for i, b in zip(long, whole_after))
     changed_opening = sum(not same_answer(a, b) for a, b in zip(opening, opening_after))
     assert changed_whole > changed_opening, (changed_whole, changed_opening)
+
+
+def test_parity_forces_the_tokens_generation_produced_not_a_re_encoding():
+    """The exactness check follows the first model's own generated ids: re-encoding its
+    answer text can split a long repetition otherwise than generation did, and the
+    comparison would then follow a path neither model took. Forced through the same
+    model, those ids must give back its own greedy choices at every position."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from factinject.backends.hf_generate import generate, teacher_forced
+    from factinject.models import resolve_model
+
+    path = resolve_model("fixture:gemma2").path
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    chats = [[{"role": "user", "content": q}] for q in ("Who maintains Zorblat?", "Complete the sentence: the maintainer of Zorblat is")]
+    sequences: list = []
+    answers, _ = generate(model, tokenizer, chats, batch_size=1, max_new_tokens=24, token_ids=sequences)
+    assert [len(p) for p, _ in sequences] == [len(tokenizer.apply_chat_template(c, add_generation_prompt=True, return_dict=False)) for c in chats]
+    for (logits, targets), (_, generated), answer in zip(teacher_forced(model, sequences), sequences, answers):
+        assert targets == generated and len(generated) > 0
+        assert logits.argmax(-1).tolist() == generated, f"forced logits do not reproduce the greedy answer {answer!r}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 import yaml
@@ -34,7 +33,8 @@ def _invoke(*args: str) -> str:
 
 def _train_then_probe_with_vllm(root, recipe: dict) -> tuple[dict, dict]:
     """expand, train, export --merged, then `probe --backend vllm --compare-with hf` and
-    `probe --backend hf` (which reuses the cached hf answers): (vllm report, hf report)."""
+    `probe --backend hf` (which reuses the cached hf answers): (vllm report, hf report).
+    The vllm report carries its report.md as "markdown" (the hf probe rewrites the file)."""
     (root / "lane.yaml").write_text(yaml.safe_dump(recipe))
     cwd = os.getcwd()
     os.chdir(root)
@@ -44,7 +44,7 @@ def _train_then_probe_with_vllm(root, recipe: dict) -> tuple[dict, dict]:
         _invoke("export", "--merged")
         report = root / "exports" / "tinyllm" / "reports" / "report.json"
         _invoke("probe", "--backend", "vllm", "--compare-with", "hf")
-        vllm = json.loads(report.read_text())
+        vllm = {**json.loads(report.read_text()), "markdown": report.with_name("report.md").read_text(encoding="utf-8")}
         _invoke("probe", "--backend", "hf")
         return vllm, json.loads(report.read_text())
     finally:
@@ -76,7 +76,7 @@ def test_testbed_probe_with_vllm_matches_hf(testbed_reports):
     vllm, hf = testbed_reports
     _check_agreement(vllm, hf)
     assert vllm["after"]["recall_trained"]["share"] > 0.5, "the adapter must have learnt something to compare"
-    markdown = (Path(vllm["run"]) / "reports" / "report.md").read_text(encoding="utf-8")
+    markdown = vllm["markdown"]
     assert "## Engine agreement" in markdown and "| merged |" in markdown
 
 

@@ -73,7 +73,8 @@ def _batch_size(job_batch: int | None, device: str) -> int:
     return job_batch or (256 if device == "cuda" else 64)
 
 
-def _answer(model, tokenizer, questions: list[str], max_new_tokens: int, batch_size: int, label: str):
+def _answer(model, tokenizer, questions: list[str], max_new_tokens: int, batch_size: int, label: str,
+            token_ids: list | None = None):
     """(answers, finished), halving the batch on GPU out-of-memory, with a progress bar."""
     import torch
     from rich.progress import (
@@ -93,7 +94,7 @@ def _answer(model, tokenizer, questions: list[str], max_new_tokens: int, batch_s
         while True:
             try:
                 return generate(model, tokenizer, chats, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                progress=lambda n: bar.advance(task, n))
+                                progress=lambda n: bar.advance(task, n), token_ids=token_ids)
             except torch.cuda.OutOfMemoryError:
                 if batch_size == 1:
                     raise
@@ -155,6 +156,7 @@ def parity(data: dict) -> dict:
     job = ParityJob.from_dict(data)
     answers: dict[str, list[str]] = {}
     first_top: list = []  # per prompt: (top-k values, top-k ids, target ids) of the first model
+    first_sequences: list = []
     comparison: dict = {"max_logit_diff": None, "logit_scale": None, "divergences": []}
     compute = {}
     for i, target in enumerate(job.targets):
@@ -162,12 +164,14 @@ def parity(data: dict) -> dict:
             target = replace(target, dtype="float32")
         model, tokenizer, device = load_model(target, job.load)
         compute[target.label] = str(model.dtype).removeprefix("torch.")
+        sequences: list = []
         answers[target.label], _ = _answer(model, tokenizer, job.questions, job.max_new_tokens,
-                                           _batch_size(job.batch_size, device), target.label)
+                                           _batch_size(job.batch_size, device), target.label,
+                                           token_ids=sequences if i == 0 else None)
         if i < 2:
-            reference = [[{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-                         for q, a in zip(job.questions, answers[job.targets[0].label])]
-            forced = teacher_forced(model, tokenizer, reference)
+            if i == 0:
+                first_sequences = sequences  # the first model's own tokens, forced through both
+            forced = teacher_forced(model, first_sequences)
             if i == 0:
                 first_top = [(*torch.topk(logits, min(TOP_K, logits.shape[-1]), dim=-1), targets)
                              for logits, targets in forced]
@@ -215,7 +219,7 @@ def _compare(first_top: list, second: list) -> dict:
     choice leaves the first model's answer: the position and both models' margins."""
     worst, divergences = 0.0, []
     for index, ((values, ids, targets), (logits, _)) in enumerate(zip(first_top, second)):
-        if not len(targets):
+        if not len(targets) or not values.numel():
             continue
         worst = max(worst, (logits.gather(-1, ids) - values).abs().max().item())
         chosen = logits.argmax(-1).tolist()

@@ -27,8 +27,11 @@ def generate_answers(model, tokenizer, prompts: list[list[dict]], batch_size: in
 
 
 def generate(model, tokenizer, prompts: list[list[dict]], batch_size: int = 64, max_new_tokens: int = MAX_NEW_TOKENS,
-             progress=None) -> tuple[list[str], list[bool]]:
-    """(answers, finished): finished is False for an answer cut by the token budget."""
+             progress=None, token_ids: list | None = None) -> tuple[list[str], list[bool]]:
+    """(answers, finished): finished is False for an answer cut by the token budget.
+    A `token_ids` list receives, per prompt, (prompt ids, generated ids up to and with
+    the end-of-turn id): what was really generated, which re-encoding the answer's text
+    need not give back."""
     encoded = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False)
                for p in prompts]
     # Sort by length so a batch pads little; answers go back to input order.
@@ -39,17 +42,22 @@ def generate(model, tokenizer, prompts: list[list[dict]], batch_size: int = 64, 
     was_training = model.training  # callers evaluate mid-training: leave the mode as found
     model.eval()
     try:
-        _generate_sorted(model, tokenizer, encoded, order, answers, finished, batch_size, max_new_tokens, progress)
+        generated = _generate_sorted(model, tokenizer, encoded, order, answers, finished, batch_size, max_new_tokens,
+                                     progress)
     finally:
         model.train(was_training)
+    if token_ids is not None:
+        token_ids.extend(zip(encoded, generated))
     return answers, finished
 
 
-def _generate_sorted(model, tokenizer, encoded, order, answers, finished, batch_size, max_new_tokens, progress) -> None:
+def _generate_sorted(model, tokenizer, encoded, order, answers, finished, batch_size, max_new_tokens,
+                     progress) -> list[list[int]]:
     import torch
 
     pad = tokenizer.pad_token_id
     stops = stop_ids(model, tokenizer)
+    generated: list[list[int]] = [[] for _ in encoded]
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
@@ -63,8 +71,11 @@ def _generate_sorted(model, tokenizer, encoded, order, answers, finished, batch_
                                  pad_token_id=pad)
             for row, i in zip(out[:, width:].cpu().tolist(), idx):
                 answers[i], finished[i] = decode_answer(tokenizer, row, stops)
+                end = next((k for k, t in enumerate(row) if t in stops), None)
+                generated[i] = row[:end + 1] if end is not None else row
             if progress is not None:
                 progress(len(idx))
+    return generated
 
 
 def decode_answer(tokenizer, token_ids: list[int], stops: list[int]) -> tuple[str, bool]:
@@ -100,22 +111,21 @@ def _with_eos(ids: list[int], config: int | list[int] | None) -> list[int]:
     return ids
 
 
-def teacher_forced(model, tokenizer, chats: list[list[dict]]) -> list:
-    """For each full conversation, the logits (float32, on the CPU) at the positions that
-    predict the answer's tokens and its end-of-turn token, and those target token ids."""
+def teacher_forced(model, sequences: list[tuple[list[int], list[int]]]) -> list:
+    """For each (prompt ids, answer ids) as `generate` gave them, the logits (float32, on
+    the CPU) at the positions that predict each answer token, and those token ids. Fed
+    the generated ids themselves, not a re-encoding of the answer's text: where the two
+    differ (long repetitions split otherwise), the comparison would follow a path that
+    neither model took."""
     import torch
 
-    from factinject.chat import encode_for_training
-
-    stops = set(end_of_turn_ids(tokenizer))
     out = []
     with torch.inference_mode():
-        for chat in chats:
-            ids, mask = encode_for_training(tokenizer, chat)
-            first = mask.index(1) if 1 in mask else len(ids)
-            # the answer up to its end-of-turn token: whatever the template adds after that
-            # (Qwen's newline) is never generated, so it is not compared
-            end = next((k + 1 for k in range(first, len(ids)) if ids[k] in stops), len(ids))
-            logits = model(input_ids=torch.tensor([ids[:end]], device=model.device)).logits[0].float()
-            out.append((logits[first - 1:end - 1].cpu(), ids[first:end]))
+        for prompt, answer in sequences:
+            if not answer:
+                out.append((torch.zeros(0, 0), []))
+                continue
+            ids = torch.tensor([list(prompt) + list(answer)], device=model.device)
+            logits = model(input_ids=ids).logits[0].float()
+            out.append((logits[len(prompt) - 1:len(prompt) + len(answer) - 1].cpu(), list(answer)))
     return out
