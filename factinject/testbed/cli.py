@@ -25,8 +25,10 @@ def testbed() -> None:
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder that receives model/ and world/ [default: the committed factinject/testbed/].")
 @click.option("--steps", type=int, default=None, help="Training steps [default: 4000, or 20 with --tiny].")
+@click.option("--threads", type=int, default=None,
+              help="Torch threads [default: 1]. The weights depend on it; build_info.json records it.")
 @click.option("--tiny", is_flag=True, help="A miniature model and a few steps: seconds, for tests of determinism.")
-def build(seed: int, out: Path | None, steps: int | None, tiny: bool) -> None:
+def build(seed: int, out: Path | None, steps: int | None, threads: int | None, tiny: bool) -> None:
     """Generate the world, train the tokenizer, pretrain the model, write it all."""
     from rich.console import Console
 
@@ -40,6 +42,8 @@ def build(seed: int, out: Path | None, steps: int | None, tiny: bool) -> None:
         overrides.update(shape="tiny", steps=20, eval_limit=0)
     if steps is not None:
         overrides["steps"] = steps
+    if threads is not None:
+        overrides["threads"] = threads
     cfg = BuildConfig(**overrides)
     console = Console(stderr=True)
     console.print(f"building the testbed into {root} ({cfg.shape}, {cfg.steps} steps, seed {cfg.seed})")

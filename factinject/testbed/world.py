@@ -478,14 +478,15 @@ def near_name(name: str, kind: str, rng: random.Random) -> str:
     return " ".join(words)
 
 
-def unknown_rows(world: dict, seed: int = DEFAULT_SEED, n_outside: int = 1200, n_names: int = 800,
+def unknown_rows(world: dict, seed: int = DEFAULT_SEED, n_outside: int = 1200, n_names: int = 2400,
                  near_share: float = 0.3) -> tuple[list[dict], list[dict]]:
     """(train, heldout) questions with the fixed answer UNKNOWN_ANSWER.
 
     Two sorts: everyday questions from outside the world, and world wordings about
     names that are not in the world (so the model keys "do I know this?" on the name,
     not on the wording): invented names, and for `near_share` of them a world name
-    one letter off. Only trained wordings are used, so the `unseen` wordings stay
+    one letter off. Strangers are many because the world is asked in many wordings:
+    with fewer, a one-letter-off name gets the world entity's answer. Only trained wordings are used, so the `unseen` wordings stay
     unseen. A fifth of each sort, never trained, is held out.
     """
     rng = random.Random(seed + 11)
