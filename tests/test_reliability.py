@@ -85,6 +85,13 @@ def subprocess_env(**extra) -> dict:
     return {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **SECRETS, **extra}
 
 
+def sigint_as_in_a_terminal() -> None:
+    """A shell starts background jobs (`cmd &`, nohup, some CI runners) with SIGINT
+    ignored, and children inherit that: Python then never raises KeyboardInterrupt.
+    A user's Ctrl-C comes from a terminal, where SIGINT has its default action."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 # Jobs run in child processes (factinject/jobs.py), so faults are planted with a
 # sitecustomize.py that every Python process of the test imports at start-up.
 # Training steps slowed down, so that Ctrl-C lands mid-epoch reliably:
@@ -206,7 +213,8 @@ def trained(tmp_path_factory):
         run = root / "r"
         proc = subprocess.Popen([sys.executable, "-m", "factinject.cli", "train", "--run", "r", "--recipe", "tiny.yaml"],
                                 cwd=root, env=subprocess_env(PYTHONPATH=planted(root, SLOW_TRAINING)),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=sigint_as_in_a_terminal)
         checkpoints = run / "train" / "checkpoints"
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None and not any(checkpoints.glob("*/trainer_state.json")):
