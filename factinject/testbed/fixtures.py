@@ -3,8 +3,8 @@
 A fixture has the architecture of its family scaled down to a few MB (Llama-3.1,
 Qwen2.5, Gemma-2), that family's real chat template (TRL ships them) and special
 tokens, and a small byte-level BPE tokenizer. Its random weights are briefly trained
-on the testbed world's questions so that it answers in a few tokens and ends its turn
-the way the family does: replay, drift, parity and end-of-turn handling then meet the
+on the testbed world's questions, so that it answers them in a few tokens and ends its
+turn the way the family does, and on general prompts with answers of 40 to 200 tokens: replay, drift, parity and end-of-turn handling then meet the
 same situations they meet on a real model. Nothing is downloaded.
 
 `fixture:<family>` as a model name resolves to a fixture built on first use under
@@ -20,7 +20,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FIXTURE_VERSION = 1  # part of the cache folder name: bump when a fixture's recipe changes
+FIXTURE_VERSION = 2  # part of the cache folder name (with the corpus's fingerprint): bump when the build changes
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,8 @@ FAMILIES = {
     ),
 }
 VOCAB_SIZE = 1024
+LONG_MIN, LONG_MAX = 4, 12  # sentences in a long answer
+LONG_SHARE = 0.25  # of each training batch
 SEED = 1234
 
 
@@ -98,8 +100,9 @@ def fixture_path(name: str) -> Path:
 
     family, quantized = parse_name(name)
     root = cache_root()
-    plain = root / f"{family.name}-v{FIXTURE_VERSION}"
-    target = root / f"{family.name}-bnb-4bit-v{FIXTURE_VERSION}" if quantized else plain
+    version = f"v{FIXTURE_VERSION}-{corpus_fingerprint()}"
+    plain = root / f"{family.name}-{version}"
+    target = root / f"{family.name}-bnb-4bit-{version}" if quantized else plain
     if (target / "config.json").exists():
         return target
     root.mkdir(parents=True, exist_ok=True)
@@ -126,13 +129,29 @@ def chat_template(family: Family) -> str:
 
 
 def _corpus(limit: int = 1500) -> list[dict]:
-    """Short world Q/A pairs: what the fixture learns to answer (and where to stop)."""
+    """What the fixture learns: short world Q/A pairs (answer in a few tokens, then end the
+    turn) and long answers to the shipped general prompts, as an instruct model gives to
+    "Explain the offside rule". Long answers are what cut replay targets and drift on long
+    answers are about; without them every answer would end within a dozen tokens."""
+    from factinject.controls import general_prompts
     from factinject.testbed import load_world_train
 
     rows = load_world_train()
     rng = random.Random(SEED)
-    rows = rng.sample(rows, min(limit, len(rows)))
-    return [{"question": r["question"], "answer": r["answer"]} for r in rows]
+    rows = [{"question": r["question"], "answer": r["answer"]} for r in rng.sample(rows, min(limit, len(rows)))]
+    sentences = [r["answer"] for r in rows]
+    # 4 to 14 sentences: about 40 to 200 tokens, past DRIFT_TOKENS and past a short max_new_tokens.
+    rows += [{"question": prompt, "answer": " ".join(f"{i + 1}. {s}" for i, s in enumerate(
+        rng.sample(sentences, rng.randint(LONG_MIN, LONG_MAX)))), "long": True}
+             for prompt in dict.fromkeys(general_prompts())]
+    return rows
+
+
+def corpus_fingerprint() -> str:
+    """Part of the cache folder name: a fixture built from another world or prompt set is rebuilt."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(_corpus(), sort_keys=True).encode("utf-8")).hexdigest()[:10]
 
 
 def build_tokenizer(family: Family, texts: list[str]):
@@ -165,7 +184,7 @@ def build_tokenizer(family: Family, texts: list[str]):
     return wrapped
 
 
-def build(family: Family, out: Path, steps: int = 150) -> None:
+def build(family: Family, out: Path, steps: int = 400) -> None:
     """Write a 16-bit (bf16) fixture of `family` into `out`."""
     import torch
     import transformers
@@ -182,16 +201,22 @@ def build(family: Family, out: Path, steps: int = 150) -> None:
         pad_token_id=ids[family.pad], initializer_range=0.02, **_SHAPE, **family.config)
     torch.manual_seed(SEED)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    # A few hundred steps on world questions: enough to answer in a few tokens and to end
-    # the turn with the family's own end-of-turn token.
+    # 400 steps: enough to answer world questions in a few tokens and end the turn with the
+    # family's own end-of-turn token, and to answer about half the general prompts at
+    # length (150 steps gave long answers everywhere, 300 to a dozen general prompts).
     encoded = [encode_for_training(tokenizer, [{"role": "user", "content": r["question"]},
                                                {"role": "assistant", "content": r["answer"]}]) for r in corpus]
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    short = [e for e, r in zip(encoded, corpus) if not r.get("long")]
+    long = [e for e, r in zip(encoded, corpus) if r.get("long")]
     rng = random.Random(SEED)
     model.train()
     with _threads(2):
         for _ in range(steps):
-            batch = rng.sample(encoded, 16)
+            # A fixed share of long answers per batch: at their share of the corpus the
+            # short world answers win every decision to end the turn.
+            n_long = round(16 * LONG_SHARE)
+            batch = rng.sample(short, 16 - n_long) + rng.sample(long, n_long)
             width = max(len(i) for i, _ in batch)
             input_ids = torch.tensor([i + [config.pad_token_id] * (width - len(i)) for i, _ in batch])
             labels = torch.tensor([[t if m else -100 for t, m in zip(i, k)] + [-100] * (width - len(i)) for i, k in batch])
