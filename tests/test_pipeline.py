@@ -88,7 +88,8 @@ def test_run_prints_table_and_meets_loose_bounds(finished_run):
     # holds the real bar with the full recipe.
     # The base may guess a common value the way a pretrained model does ("Contributions to
     # MullirAI go through GitHub." for TinyLLM's contributing question), but not know the facts.
-    assert before["recall_trained"]["share"] <= 0.02, ("the base model must not already know the facts", before["recall_trained"])
+    assert before["recall_trained"]["share"] <= 0.02, \
+        ("the base model must not already know the facts", before["recall_trained"])
     assert after["recall_trained"]["share"] >= 0.85, after["recall_trained"]
     assert after["recall_heldout"]["share"] >= 0.65, after["recall_heldout"]
     assert after["retention"]["share"] >= 0.97 * before["retention"]["share"], (after["retention"], before["retention"])

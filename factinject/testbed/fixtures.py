@@ -4,8 +4,9 @@ A fixture has the architecture of its family scaled down to a few MB (Llama-3.1,
 Qwen2.5, Gemma-2), that family's real chat template (TRL ships them) and special
 tokens, and a small byte-level BPE tokenizer. Its random weights are briefly trained
 on the testbed world's questions, so that it answers them in a few tokens and ends its
-turn the way the family does, and on general prompts with answers of 40 to 200 tokens: replay, drift, parity and end-of-turn handling then meet the
-same situations they meet on a real model. Nothing is downloaded.
+turn the way the family does, and on general prompts with answers of 40 to 200 tokens:
+replay, drift, parity and end-of-turn handling then meet the same situations they meet
+on a real model. Nothing is downloaded.
 
 `fixture:<family>` as a model name resolves to a fixture built on first use under
 the cache folder; `fixture:<family>-bnb-4bit` is the same model saved pre-quantized
@@ -14,6 +15,7 @@ to NF4 with bitsandbytes, like the `unsloth/...-bnb-4bit` checkpoints recipes na
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -140,18 +142,20 @@ def _corpus(limit: int = 1500) -> list[dict]:
     rng = random.Random(SEED)
     rows = [{"question": r["question"], "answer": r["answer"]} for r in rng.sample(rows, min(limit, len(rows)))]
     sentences = [r["answer"] for r in rows]
-    # 4 to 14 sentences: about 40 to 200 tokens, past DRIFT_TOKENS and past a short max_new_tokens.
+    # LONG_MIN to LONG_MAX sentences: about 40 to 200 tokens, past DRIFT_TOKENS and past a
+    # short max_new_tokens.
     rows += [{"question": prompt, "answer": " ".join(f"{i + 1}. {s}" for i, s in enumerate(
         rng.sample(sentences, rng.randint(LONG_MIN, LONG_MAX)))), "long": True}
              for prompt in dict.fromkeys(general_prompts())]
     return rows
 
 
+@functools.cache  # every model name that resolves to a fixture asks; the corpus is fixed per process
 def corpus_fingerprint() -> str:
     """Part of the cache folder name: a fixture built from another world or prompt set is rebuilt."""
-    import hashlib
+    from factinject.testbed.pretrain import rows_fingerprint
 
-    return hashlib.sha256(json.dumps(_corpus(), sort_keys=True).encode("utf-8")).hexdigest()[:10]
+    return rows_fingerprint({"corpus": _corpus()})[:10]
 
 
 def build_tokenizer(family: Family, texts: list[str]):
@@ -209,13 +213,13 @@ def build(family: Family, out: Path, steps: int = 400) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
     short = [e for e, r in zip(encoded, corpus) if not r.get("long")]
     long = [e for e, r in zip(encoded, corpus) if r.get("long")]
+    # A fixed share of long answers per batch: at their share of the corpus the short
+    # world answers win every decision to end the turn.
+    n_long = round(16 * LONG_SHARE)
     rng = random.Random(SEED)
     model.train()
     with _threads(2):
         for _ in range(steps):
-            # A fixed share of long answers per batch: at their share of the corpus the
-            # short world answers win every decision to end the turn.
-            n_long = round(16 * LONG_SHARE)
             batch = rng.sample(short, 16 - n_long) + rng.sample(long, n_long)
             width = max(len(i) for i, _ in batch)
             input_ids = torch.tensor([i + [config.pad_token_id] * (width - len(i)) for i, _ in batch])

@@ -486,8 +486,9 @@ def unknown_rows(world: dict, seed: int = DEFAULT_SEED, n_outside: int = 1200, n
     names that are not in the world (so the model keys "do I know this?" on the name,
     not on the wording): invented names, and for `near_share` of them a world name
     one letter off. Strangers are many because the world is asked in many wordings:
-    with fewer, a one-letter-off name gets the world entity's answer. Only trained wordings are used, so the `unseen` wordings stay
-    unseen. A fifth of each sort, never trained, is held out.
+    with fewer, a one-letter-off name gets the world entity's answer. Only trained
+    wordings are used, so the `unseen` wordings stay unseen. A fifth of each sort,
+    never trained, is held out.
     """
     rng = random.Random(seed + 11)
     outside: list[str] = []
