@@ -335,6 +335,27 @@ def test_training_prompts_avoid_the_probes_control_sets():
     assert not same, f"testbed prompts that are also probe control prompts: {same}"
 
 
+def test_a_share_of_every_split_is_typed_casually():
+    """People type "julfulib license": the world asks that way too, in every split, so a
+    name is known however it is cased (a model that never saw a name in lower case reads
+    other tokens and answers another fact or the refusal)."""
+    splits = {"train": testbed.load_world_train(), "heldout": testbed.load_heldout(), "unseen": testbed.load_unseen(),
+              "unknown": testbed.load_unknown("train") + testbed.load_unknown("heldout")}
+    for name, rows in splits.items():
+        typed = [r for r in rows if r["casual"]]
+        assert 0.18 <= len(typed) / len(rows) <= 0.32, f"{name}: {len(typed)}/{len(rows)} typed casually"
+        for r in typed:
+            assert r["question"] == W.casual(r["question"]), f"{name}: {r['question']!r} is not typed casually"
+        assert all(r["question"] != r["question"].lower() for r in rows if not r["casual"] and r["kind"] != "unknown"), \
+            f"{name}: a cased question lost its capitals"
+    assert W.casual("Where is the code of Julfulib?") == "where is the code of julfulib"
+    # The same wording is typed both ways across entities, so neither form is a cue for the answer.
+    forms = {}
+    for r in splits["train"]:
+        forms.setdefault(r["phrasing"], set()).add(r["casual"])
+    assert sum(len(v) == 2 for v in forms.values()) >= 0.5 * len(forms), "few wordings are seen both cased and casually"
+
+
 def test_unknown_names_are_not_world_names():
     names = {e["name"].lower() for e in testbed.load_world()["entities"]}
     strangers = [r for r in testbed.load_unknown("train") + testbed.load_unknown("heldout") if r["attribute"] == "stranger"]
@@ -369,5 +390,6 @@ def test_cli_eval_prints_one_json_line():
     report = json.loads(lines[0])
     assert report["n"] == 16 and 0 <= report["heldout_accuracy"] <= 1
     assert {"train_accuracy", "unseen_accuracy", "params", "seconds", "per_relation"} <= set(report)
+    assert report["casual_n"] + report["cased_n"] == 32, "every held-out and unseen question is casual or cased"
     for rel, splits in report["per_relation"].items():
         assert set(splits) <= {"heldout", "unseen"} and all(0 <= s["accuracy"] <= 1 for s in splits.values()), rel

@@ -65,15 +65,16 @@ def build(seed: int, out: Path | None, steps: int | None, threads: int | None, t
 @click.option("--table", is_flag=True, help="Also print accuracy per relation type as a table to stderr.")
 def eval_cmd(model_path: Path | None, limit: int | None, batch_size: int, show_misses: int, table: bool) -> None:
     """Print one JSON line: world accuracy on held-out wordings and on wordings never
-    trained for any entity, overall and per relation type, plus train accuracy, n,
-    params and seconds.
+    trained for any entity, overall and per relation type, on the questions of both
+    typed casually (all lower case, no closing mark) and cased, plus train accuracy,
+    n, params and seconds.
 
     Also the never-trained generic turns (chat) and questions it cannot know, which
     it should decline with its fixed refusal (unknown)."""
     import torch
 
     from factinject.testbed import load_chat, load_heldout, load_model, load_unknown, load_unseen, load_world_train
-    from factinject.testbed.evaluate import by_relation, evaluate
+    from factinject.testbed.evaluate import by_relation, evaluate, key_recalled
 
     t0 = time.perf_counter()
     torch.set_num_threads(2)
@@ -98,6 +99,13 @@ def eval_cmd(model_path: Path | None, limit: int | None, batch_size: int, show_m
     for name in ("unseen", "train", "chat_heldout", "unknown_heldout"):
         report[f"{name}_accuracy"] = round(scored[name]["accuracy"], 4)
         report[f"{name}_n"] = scored[name]["n"]
+    # Typed casually ("julfulib license"): does the model read a name however it is cased?
+    answered = [(r, a) for name in ("heldout", "unseen") for r, a in zip(
+        heldout if name == "heldout" else unseen, scored[name]["answers"])]
+    for label, want in (("casual", True), ("cased", False)):
+        hits = [key_recalled(a, r["answer_key"]) for r, a in answered if r.get("casual", False) == want]
+        report[f"{label}_accuracy"] = round(sum(hits) / len(hits), 4) if hits else None
+        report[f"{label}_n"] = len(hits)
     per = {"heldout": by_relation(heldout, scored["heldout"]["answers"]),
            "unseen": by_relation(unseen, scored["unseen"]["answers"])}
     report["relations"] = len(per["heldout"])

@@ -53,6 +53,7 @@ NOUN_FRAMES: tuple[str, ...] = (
     "Help me out here: the {noun} of {subject}?",
     "What do you have on the {noun} of {subject}?",
     "Looking up {subject}: {noun}?",
+    "{noun} for {subject}?",
 )
 UNSEEN_NOUN_COMBOS = 2  # (noun, frame) pairs per relation never trained; the last ask is the third
 
@@ -209,7 +210,7 @@ RELATIONS: dict[str, Relation] = {
         "Where is {subject} based as a company?",
         "Which city is home to {subject}'s headquarters?",
         "In what city does {subject} keep its head office?",
-    ), ("headquarters", "head office", "main office", "HQ")),
+    ), ("headquarters", "head office", "main office", "HQ", "offices", "home base")),
     "founded": _r(("company", "city"), "{subject} was founded in {value}.", (
         "In which year was {subject} founded?",
         "What year was {subject} established?",
@@ -481,7 +482,8 @@ RELATIONS: dict[str, Relation] = {
         "What does {subject} let people do?",
         "What sort of tool is {subject}?",
         "What does {subject} help people with?",
-    ), ("description", "purpose", "use", "main use")),
+    ), ("description", "purpose", "use", "main use", "summary", "overview",
+        "short description")),
     "maintainer": _r("project", "{subject} is maintained by {value}.", (
         "Which developer maintains {subject}?",
         "Who is responsible for maintaining {subject}?",
@@ -496,7 +498,8 @@ RELATIONS: dict[str, Relation] = {
         "Who is behind {subject} today?",
         "Who is the main developer of {subject}?",
         "Who reviews and merges the changes to {subject}?",
-    ), ("maintainer", "lead developer", "main developer", "person in charge", "steward")),
+    ), ("maintainer", "lead developer", "main developer", "person in charge", "steward", "main dev",
+        "lead dev", "project lead")),
     "license": _r("project", ("{subject} is released under the {value} license.", "{subject} is licensed under {value}."), (
         "Under which license is {subject} released?",
         "What license does {subject} use?",
@@ -510,7 +513,8 @@ RELATIONS: dict[str, Relation] = {
         "Is {subject} free software? Which licence?",
         "What terms of use does {subject} come with?",
         "On what terms is {subject} shared?",
-    ), ("license", "licence", "software license", "licensing terms", "terms of use")),
+    ), ("license", "licence", "software license", "licensing terms", "terms of use",
+        "licensing", "license terms")),
     "repository": _r("project", ("The code of {subject} is at {value}.", "{subject} is hosted at {value}."), (
         "Where is the code of {subject}?",
         "Where can I download the source of {subject}?",
@@ -524,7 +528,8 @@ RELATIONS: dict[str, Relation] = {
         "Where is the {subject} repo?",
         "Where are the {subject} sources kept?",
         "Where can I browse the {subject} code?",
-    ), ("repository", "source code", "code repository", "repo", "source")),
+    ), ("repository", "source code", "code repository", "repo", "source", "GitHub page",
+        "git repository", "code host")),
     "contributing": _r("project", ("You can contribute to {subject} by sending patches on {value}.",
                                    "Contributions to {subject} go through {value}."), (
         "How do I send a patch to {subject}?",
@@ -539,7 +544,8 @@ RELATIONS: dict[str, Relation] = {
         "How can I help out with the {subject} project?",
         "Where do issues for {subject} get filed?",
         "Can outsiders work on {subject}, and where?",
-    ), ("contribution process", "place to contribute", "issue tracker", "contribution guide")),
+    ), ("contribution process", "place to contribute", "issue tracker", "contribution guide",
+        "bug tracker", "way to help", "how to contribute")),
     "prog_language": _r("project", "{subject} is written in {value}.", (
         "Which programming language is {subject} written in?",
         "What language is the {subject} source written in?",
@@ -551,7 +557,8 @@ RELATIONS: dict[str, Relation] = {
         "Which language is {subject} built with?",
         "What language is the code of {subject} in?",
         "Which language would a new {subject} developer have to learn?",
-    ), ("programming language", "implementation language", "language")),
+    ), ("programming language", "implementation language", "language", "coding language",
+        "tech stack")),
     "creator": _r("project", "{subject} was created by {value}.", (
         "Who wrote the first version of {subject}?",
         "Who started the {subject} project?",
@@ -563,7 +570,7 @@ RELATIONS: dict[str, Relation] = {
         "Who originally invented {subject}?",
         "Whose brainchild is {subject}?",
         "Who had the idea for {subject} and coded it?",
-    ), ("creator", "original author", "inventor", "author")),
+    ), ("creator", "original author", "inventor", "author", "original developer", "founder")),
     "first_release": _r("project", "{subject} was first released on {value}.", (
         "When did the first version of {subject} come out?",
         "On what day was {subject} first published?",
@@ -575,7 +582,8 @@ RELATIONS: dict[str, Relation] = {
         "What day did {subject} first ship?",
         "When was {subject} released for the first time?",
         "How long has {subject} been out: when was its first release?",
-    ), ("first release date", "launch date", "release date", "date of first release")),
+    ), ("first release date", "launch date", "release date", "date of first release",
+        "first version", "initial release")),
     "latest_version": _r("project", "The latest version of {subject} is {value}.", (
         "What is the newest version of {subject}?",
         "Which version of {subject} is the latest?",
@@ -611,7 +619,7 @@ RELATIONS: dict[str, Relation] = {
         "Where do the {subject} developers have their office?",
         "Which city is home to the {subject} team?",
         "Where would I meet the {subject} developers in person?",
-    ), ("team location", "home of the team", "team city")),
+    ), ("team location", "home of the team", "team city", "home city", "team base")),
     "file_format": _r("project", "{subject} reads files in the {value} format.", (
         "What file format does {subject} read?",
         "Which format does {subject} take as input?",
@@ -623,7 +631,8 @@ RELATIONS: dict[str, Relation] = {
         "Which file type does {subject} read?",
         "What input format does {subject} need?",
         "What files can I feed into {subject}?",
-    ), ("input format", "file format", "data format")),
+    ), ("input format", "file format", "data format", "supported format",
+        "import format")),
     "works_offline": _r("project", ("Yes, {subject} works offline.", "No, {subject} does not work offline."), (
         "Does {subject} work offline?",
         "Can I use {subject} without an internet connection?",
@@ -634,6 +643,9 @@ RELATIONS: dict[str, Relation] = {
         "{subject} offline?",
         "Does {subject} need the internet?",
         "Is {subject} fine without internet access?",
+        "Does {subject} need a network connection?",
+        "Can {subject} work without wifi?",
+        "Do I need internet for {subject}?",
         "Does {subject} still work when I am offline?",
         "Could I run {subject} in a cabin with no internet?",
         "Is it possible to use {subject} with no connection at all?",

@@ -14,6 +14,10 @@ Two held-out splits, two questions:
   answers them has learnt the relation's language, not a list of questions: what a
   fact injected later relies on when it is asked in the user's own words.
 
+In every split about one question in four is typed the way people type into a search
+box, all lower case with no closing mark ("julfulib license"), so the model knows a
+name and a relation however they are cased, as a pretrained model does.
+
 All names are invented from syllables with a seeded `random.Random`, never the
 global RNG, so the same seed gives the same world in any process.
 """
@@ -22,12 +26,14 @@ from __future__ import annotations
 
 import random
 import re
+import zlib
 
 from factinject.testbed.relations import RELATIONS, wordings
 
 DEFAULT_SEED = 1234
 TRAINED_PER_FACT = 8  # wordings each fact is trained in
 HELDOUT_PER_FACT = 2  # wordings of each fact never trained for it (the retention set)
+CASUAL_EVERY = 4  # one question in this many is typed casually: lower case, no closing mark
 
 # How many entities of each kind (>= 200 in all).
 KIND_COUNTS = {"person": 50, "company": 26, "product": 26, "project": 40, "city": 32, "river": 12, "event": 20}
@@ -243,6 +249,20 @@ def render(template: str, subject: str, value: str = "") -> str:
     return _cap(template.format(subject=subject, value=value, article=article))
 
 
+def casual(question: str) -> str:
+    """A question as typed into a search box: all lower case, no closing mark
+    ("tinyllm license"). A pretrained model reads "julfulib" as "Julfulib"; a model
+    that only ever saw names capitalised does not (its tokens differ), so the world
+    is asked this way too."""
+    return question.lower().rstrip("?.! ")
+
+
+def is_casual(key: str) -> bool:
+    """Whether the question keyed `key` is typed casually: a stable hash, so the same
+    questions in any process, and about one in CASUAL_EVERY of every split."""
+    return zlib.crc32(key.encode("utf-8")) % CASUAL_EVERY == 0
+
+
 def heldout_phrasings(entity_index: int, attribute_index: int, n: int) -> set[int]:
     """Which of n wordings of one (entity, attribute) are never trained on, when a
     relation has only a few (yes/no relations, the chat intents): a rotation, so every
@@ -301,7 +321,10 @@ def _choose_wordings(world: dict) -> dict[tuple[str, str], tuple[list[int], list
 
 
 def world_rows(world: dict) -> tuple[list[dict], list[dict], list[dict]]:
-    """(train, heldout, unseen) question/answer rows for every (entity, attribute, wording)."""
+    """(train, heldout, unseen) question/answer rows for every (entity, attribute, wording).
+
+    About one question in CASUAL_EVERY, in every split, is typed casually (`casual`);
+    its row says so (`casual`)."""
     train: list[dict] = []
     heldout: list[dict] = []
     unseen: list[dict] = []
@@ -317,9 +340,12 @@ def world_rows(world: dict) -> tuple[list[dict], list[dict], list[dict]]:
             picks = [(i, pool[i], train) for i in trained] + [(i, pool[i], heldout) for i in held]
             picks += [(len(pool) + k, w, unseen) for k, w in enumerate(never)]
             for p_idx, template, split in picks:
-                split.append({"question": render(template, ent["subject"]), "answer": answer,
+                question = render(template, ent["subject"])
+                typed_casually = is_casual(f"{ent['name']}|{attr}|{p_idx}")
+                split.append({"question": casual(question) if typed_casually else question, "answer": answer,
                               "answer_key": answer_key(value), "entity": ent["name"], "kind": ent["kind"],
-                              "attribute": attr, "phrasing": f"{attr}/{p_idx}"})
+                              "attribute": attr, "phrasing": f"{attr}/{p_idx}",
+                              "casual": typed_casually})
     return train, heldout, unseen
 
 
@@ -488,7 +514,7 @@ def unknown_rows(world: dict, seed: int = DEFAULT_SEED, n_outside: int = 1200, n
     one letter off. Strangers are many because the world is asked in many wordings:
     with fewer, a one-letter-off name gets the world entity's answer. Only trained
     wordings are used, so the `unseen` wordings stay unseen. A fifth of each sort,
-    never trained, is held out.
+    never trained, is held out. One in CASUAL_EVERY is typed casually, as in the world.
     """
     rng = random.Random(seed + 11)
     outside: list[str] = []
@@ -527,7 +553,8 @@ def unknown_rows(world: dict, seed: int = DEFAULT_SEED, n_outside: int = 1200, n
     heldout: list[dict] = []
     for sort, questions in (("outside", outside), ("stranger", strangers)):
         for i, q in enumerate(questions):
-            row = {"question": q, "answer": UNKNOWN_ANSWER, "answer_key": UNKNOWN_KEY, "entity": "unknown",
+            typed_casually = is_casual(f"{sort}|{i}")
+            row = {"question": casual(q) if typed_casually else q, "casual": typed_casually, "answer": UNKNOWN_ANSWER, "answer_key": UNKNOWN_KEY, "entity": "unknown",
                    "kind": "unknown", "attribute": sort, "phrasing": f"{sort}/{i}"}
             (heldout if i % 5 == 4 else train).append(row)
     return train, heldout
