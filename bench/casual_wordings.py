@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from factinject.testbed import load_model, load_world
-from factinject.testbed.evaluate import evaluate, key_recalled
+from factinject.testbed.evaluate import by_relation, evaluate
 from factinject.testbed.world import answer_key, casual
 
 SEARCHES = {  # (relation, kind): searches with {S} for the subject
@@ -38,19 +38,15 @@ def main() -> None:
             for typed in ("cased", "casual"):
                 for e in entities:
                     question = search.format(S=e["subject"])
+                    # by_relation groups by `attribute`: here one group per (search, typing).
                     rows.append({"question": casual(question) if typed == "casual" else question,
                                  "answer_key": answer_key(e["attributes"][relation]),
-                                 "search": search, "typed": typed})
+                                 "search": search, "attribute": (search, typed)})
     model, tokenizer = load_model()
-    answers = evaluate(model, tokenizer, rows, max_new_tokens=40)["answers"]
-    scores: dict[tuple[str, str], list[int]] = {}
-    for row, answer in zip(rows, answers):
-        hit = scores.setdefault((row["search"], row["typed"]), [0, 0])
-        hit[0] += key_recalled(answer, row["answer_key"])
-        hit[1] += 1
+    scores = by_relation(rows, evaluate(model, tokenizer, rows, max_new_tokens=40)["answers"])
     print(f"{'search':<22}{'cased':>10}{'casual':>10}")
     for search in dict.fromkeys(r["search"] for r in rows):
-        cells = [f"{scores[(search, t)][0]}/{scores[(search, t)][1]}" for t in ("cased", "casual")]
+        cells = [f"{scores[(search, t)]['correct']}/{scores[(search, t)]['n']}" for t in ("cased", "casual")]
         print(f"{search:<22}{cells[0]:>10}{cells[1]:>10}")
 
 

@@ -100,10 +100,9 @@ def eval_cmd(model_path: Path | None, limit: int | None, batch_size: int, show_m
         report[f"{name}_accuracy"] = round(scored[name]["accuracy"], 4)
         report[f"{name}_n"] = scored[name]["n"]
     # Typed casually ("julfulib license"): does the model read a name however it is cased?
-    answered = [(r, a) for name in ("heldout", "unseen") for r, a in zip(
-        heldout if name == "heldout" else unseen, scored[name]["answers"])]
+    answered = [*zip(heldout, scored["heldout"]["answers"]), *zip(unseen, scored["unseen"]["answers"])]
     for label, want in (("casual", True), ("cased", False)):
-        hits = [key_recalled(a, r["answer_key"]) for r, a in answered if r.get("casual", False) == want]
+        hits = [key_recalled(a, r["answer_key"]) for r, a in answered if r["casual"] == want]
         report[f"{label}_accuracy"] = round(sum(hits) / len(hits), 4) if hits else None
         report[f"{label}_n"] = len(hits)
     per = {"heldout": by_relation(heldout, scored["heldout"]["answers"]),

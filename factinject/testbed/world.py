@@ -257,10 +257,12 @@ def casual(question: str) -> str:
     return question.lower().rstrip("?.! ")
 
 
-def is_casual(key: str) -> bool:
-    """Whether the question keyed `key` is typed casually: a stable hash, so the same
-    questions in any process, and about one in CASUAL_EVERY of every split."""
-    return zlib.crc32(key.encode("utf-8")) % CASUAL_EVERY == 0
+def as_typed(question: str, key: str) -> tuple[str, bool]:
+    """(the question as typed, whether typed casually): the question keyed `key` is
+    typed casually by a stable hash, so the same questions in any process, and about
+    one in CASUAL_EVERY of every split."""
+    typed_casually = zlib.crc32(key.encode("utf-8")) % CASUAL_EVERY == 0
+    return (casual(question) if typed_casually else question), typed_casually
 
 
 def heldout_phrasings(entity_index: int, attribute_index: int, n: int) -> set[int]:
@@ -340,9 +342,8 @@ def world_rows(world: dict) -> tuple[list[dict], list[dict], list[dict]]:
             picks = [(i, pool[i], train) for i in trained] + [(i, pool[i], heldout) for i in held]
             picks += [(len(pool) + k, w, unseen) for k, w in enumerate(never)]
             for p_idx, template, split in picks:
-                question = render(template, ent["subject"])
-                typed_casually = is_casual(f"{ent['name']}|{attr}|{p_idx}")
-                split.append({"question": casual(question) if typed_casually else question, "answer": answer,
+                question, typed_casually = as_typed(render(template, ent["subject"]), f"{ent['name']}|{attr}|{p_idx}")
+                split.append({"question": question, "answer": answer,
                               "answer_key": answer_key(value), "entity": ent["name"], "kind": ent["kind"],
                               "attribute": attr, "phrasing": f"{attr}/{p_idx}",
                               "casual": typed_casually})
@@ -553,8 +554,9 @@ def unknown_rows(world: dict, seed: int = DEFAULT_SEED, n_outside: int = 1200, n
     heldout: list[dict] = []
     for sort, questions in (("outside", outside), ("stranger", strangers)):
         for i, q in enumerate(questions):
-            typed_casually = is_casual(f"{sort}|{i}")
-            row = {"question": casual(q) if typed_casually else q, "casual": typed_casually, "answer": UNKNOWN_ANSWER, "answer_key": UNKNOWN_KEY, "entity": "unknown",
-                   "kind": "unknown", "attribute": sort, "phrasing": f"{sort}/{i}"}
+            question, typed_casually = as_typed(q, f"{sort}|{i}")
+            row = {"question": question, "casual": typed_casually, "answer": UNKNOWN_ANSWER,
+                   "answer_key": UNKNOWN_KEY, "entity": "unknown", "kind": "unknown", "attribute": sort,
+                   "phrasing": f"{sort}/{i}"}
             (heldout if i % 5 == 4 else train).append(row)
     return train, heldout
