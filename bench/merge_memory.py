@@ -86,7 +86,7 @@ def child(side: str, work: Path, out: Path) -> dict:
 
 
 def largest_difference(a: Path, b: Path) -> float:
-    from factinject.checkpoint import Checkpoint
+    from factinject.models.checkpoint import Checkpoint
 
     ours, theirs = Checkpoint(a), Checkpoint(b)
     return max((ours.read(k).float() - theirs.read(k).float()).abs().max().item() for k in ours.keys())

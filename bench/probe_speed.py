@@ -4,7 +4,7 @@
     python bench/probe_speed.py --batching     # hf only: batched against one prompt at a time
 
 Each engine answers in its own child process, exactly as `factinject probe` runs it
-(jobs.py), on the embedded testbed model (CPU, float32): held-out world questions and
+(engines/process.py), on the embedded testbed model (CPU, float32): held-out world questions and
 general prompts, greedy, 64 new tokens. Prints, per engine, the start-up (interpreter,
 imports, model load), the generation time, prompts/s for generation alone and for the
 whole job, the ratio vllm/hf, and how many answers are identical. With an NVIDIA GPU,
@@ -36,8 +36,8 @@ def _questions(n: int) -> list[str]:
 
 
 def _time_engine(engine: str, target, questions: list[str], max_new_tokens: int) -> dict:
-    from factinject.jobs import run_job
-    from factinject.targets import GenerateJob, Load
+    from factinject.engines.process import run_job
+    from factinject.engines.records import GenerateJob, Load
 
     job = GenerateJob(target, questions, max_new_tokens, load=Load(device="auto"))
     started = time.perf_counter()
@@ -106,7 +106,7 @@ def main() -> None:
         return
     import torch
 
-    from factinject.targets import ModelUnderTest
+    from factinject.engines.records import ModelUnderTest
     from factinject.testbed import model_dir
 
     base = str(model_dir())

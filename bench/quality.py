@@ -29,15 +29,15 @@ from pathlib import Path
 
 import yaml
 
-from factinject.expand import ExpandConfig, Expansion, expand_sheets
-from factinject.expand_cmd import write_expansion
-from factinject.export import export_merged
-from factinject.factsheet import read_sheet
-from factinject.exam import exam_next_to, exams_for
-from factinject.probe_cmd import run_probe
+from factinject.expand.expander import ExpandConfig, Expansion, expand_sheets
+from factinject.expand.write import write_expansion
+from factinject.export.stage import export_merged
+from factinject.probe.exam import exam_next_to, exams_for
+from factinject.probe.stage import run_probe
 from factinject.recipe import load_recipe
-from factinject.rundir import Run
-from factinject.train import run_training
+from factinject.rundir.files import Run
+from factinject.sheet.factsheet import read_sheet
+from factinject.train.stage import run_training
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SHEETS = ["facts/tinyllm.md", "facts/protosai.md", "facts/lumen.md"]

@@ -13,8 +13,8 @@ import random
 import sys
 from pathlib import Path
 
-from factinject.expand import ExpandConfig, expand_sheets
-from factinject.factsheet import read_sheet
+from factinject.expand.expander import ExpandConfig, expand_sheets
+from factinject.sheet.factsheet import read_sheet
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "factsheets.md"

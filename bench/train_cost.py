@@ -4,7 +4,7 @@
     python bench/train_cost.py --sheet facts/lumen.md --per-family 4
 
 Expands the sheet, prints the estimate `factinject expand` would make (the costs
-built into factinject/estimate.py), trains with the default recipe on the CPU, and
+built into factinject/train/estimate.py), trains with the default recipe on the CPU, and
 prints the measured time next to it, with the cost per training conversation that
 this machine showed (median epoch time, less the per-epoch answering, per
 conversation). Time it on an otherwise idle machine.
@@ -18,18 +18,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from factinject.estimate import (
+from factinject.expand.expander import ExpandConfig, expand_sheets
+from factinject.expand.write import write_expansion
+from factinject.recipe import load_recipe
+from factinject.rundir.files import Run
+from factinject.sheet.factsheet import read_sheet
+from factinject.train.estimate import (
     SECONDS_PER_ANSWER,
     SECONDS_PER_TRAIN_ROW,
     duration,
     workload,
 )
-from factinject.expand import ExpandConfig, expand_sheets
-from factinject.expand_cmd import write_expansion
-from factinject.factsheet import read_sheet
-from factinject.recipe import load_recipe
-from factinject.rundir import Run
-from factinject.train import run_training
+from factinject.train.stage import run_training
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -46,12 +46,12 @@ def main() -> None:
 def _register_subcommands() -> None:
     # Imported here, not at the top, only to keep this file the single list of
     # commands; each module is light (no torch at import time).
-    from factinject.expand_cmd import expand
-    from factinject.export_cmd import export
-    from factinject.probe_cmd import probe
-    from factinject.run_cmd import run
+    from factinject.commands.expand import expand
+    from factinject.commands.export import export
+    from factinject.commands.probe import probe
+    from factinject.commands.run import run
+    from factinject.commands.train import train
     from factinject.testbed.cli import testbed
-    from factinject.train_cmd import train
 
     for command in (run, expand, train, export, probe, testbed):
         main.add_command(command)

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from factinject.engines import TRAIN, canonical, choices
 from factinject.errors import FactinjectError
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # shipped as package data (`recipes/` links here)
@@ -42,7 +43,7 @@ class _Strict(BaseModel):
 
 class ModelSpec(_Strict):
     name: str = Field(TESTBED, description="'testbed', a hub id or a local path")
-    backend: Literal["auto", "hf", "unsloth"] = Field(
+    backend: Literal[tuple(choices(TRAIN))] = Field(
         "auto", description="training engine: auto (unsloth with CUDA and unsloth installed, else hf), hf, unsloth")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="cuda: this recipe needs an NVIDIA GPU")
     max_seq_length: int = Field(256, ge=16, le=131072)
@@ -57,7 +58,7 @@ class ModelSpec(_Strict):
     @field_validator("backend", mode="before")
     @classmethod
     def _old_name(cls, v):
-        return "hf" if v == "cpu" else v  # 'cpu' was the hf engine's earlier name
+        return canonical(v) if isinstance(v, str) else v  # 'cpu' was the hf engine's earlier name
 
 
 class LoraSpec(_Strict):

@@ -10,9 +10,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 FACTS = REPO / "facts"
-# Tiny real-architecture fixtures are built on first use and reused by every test (and
-# every job's child process, which inherits the environment) of this checkout.
-os.environ.setdefault("FACTINJECT_CACHE", str(REPO / ".pytest_cache" / "factinject"))
+# Tiny real-architecture fixtures are built on first use into this machine's cache
+# (~/.cache/factinject/fixtures, or FACTINJECT_CACHE), in a folder named after what they
+# are built from and by, and reused by every test, job and clone of the same code.
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ import pytest
 
 from conftest import FACTS
 from factinject import controls
-from factinject.contrast import contrast_prompts, training_namesakes, training_other_names
-from factinject.expand import ExpandConfig, expand_sheets
-from factinject.factsheet import read_sheet
-from factinject.probe import _namesakes
+from factinject.train.contrast import contrast_prompts, training_namesakes, training_other_names
+from factinject.expand.expander import ExpandConfig, expand_sheets
+from factinject.sheet.factsheet import read_sheet
+from factinject.expand.namesakes import namesakes
 from factinject.scoring import contains_key
 
 
@@ -25,7 +25,7 @@ def lumen():
 def test_training_namesakes_never_meet_the_probes(name):
     ours = training_namesakes(name)
     assert len(ours) >= 8
-    assert not {n.lower() for n in ours} & {n.lower() for n in _namesakes(name, [])}
+    assert not {n.lower() for n in ours} & {n.lower() for n in namesakes(name, [])}
     assert name.lower() not in {n.lower() for n in ours}
 
 
@@ -34,7 +34,7 @@ def test_training_namesakes_change_every_letter_position():
     # otherwise the model learns those strings and still answers for "ProtosA".
     name = "ProtosAI"
     ours = set(training_namesakes(name))
-    probe_side = set(_namesakes(name, []))
+    probe_side = set(namesakes(name, []))
     for i in range(1, len(name)):
         dropped = name[:i] + name[i + 1:]
         assert dropped in ours or dropped in probe_side, dropped

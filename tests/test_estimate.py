@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from conftest import REPO
 
 from factinject.cli import main
-from factinject.estimate import (
+from factinject.train.estimate import (
     SECONDS_PER_TRAIN_ROW,
     WARN_ABOVE_SECONDS,
     duration,
@@ -92,7 +92,7 @@ def test_the_estimate_never_imports_torch(tmp_path):
 
 
 def test_no_estimate_for_models_whose_cost_was_not_measured(tmp_path):
-    from factinject.estimate import training_warning
+    from factinject.train.estimate import training_warning
 
     recipe = load_recipe("testbed-cpu")
     assert training_warning(20_000, 2_000, 300, tmp_path, recipe) is not None

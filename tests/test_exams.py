@@ -9,9 +9,9 @@ from collections import Counter
 import pytest
 from conftest import FACTS
 
-from factinject.expand import ExpandConfig, expand_sheets, normalise_question
-from factinject.factsheet import read_sheet
-from factinject.exam import read_exam
+from factinject.expand.expander import ExpandConfig, expand_sheets, normalise_question
+from factinject.sheet.factsheet import read_sheet
+from factinject.probe.exam import read_exam
 
 SHEETS = ("tinyllm", "protosai", "lumen")
 MIN_PER_FACT = 5

@@ -9,8 +9,8 @@ import pytest
 
 from conftest import FACTS
 from factinject.errors import FactinjectError
-from factinject.expand import ExpandConfig, _jaccard, _trigrams, expand_sheets, fact_families
-from factinject.factsheet import parse_sheet, read_sheet
+from factinject.expand.expander import ExpandConfig, _jaccard, _trigrams, expand_sheets, fact_families
+from factinject.sheet.factsheet import parse_sheet, read_sheet
 
 SHEETS = [read_sheet(FACTS / n) for n in ("tinyllm.md", "protosai.md", "kestrel.md")]
 # Shapes the shipped sheets do not cover, so the grammar checks see them too.
@@ -172,8 +172,8 @@ def test_generated_questions_have_no_broken_grammar(expansion):
 
 
 def test_some_train_questions_are_typed_in_lower_case_and_held_out_ones_never():
-    from factinject.expand import ExpandConfig, expand_sheets
-    from factinject.factsheet import read_sheet
+    from factinject.expand.expander import ExpandConfig, expand_sheets
+    from factinject.sheet.factsheet import read_sheet
 
     sheets = [read_sheet(FACTS / "tinyllm.md")]
     rows = expand_sheets(sheets, ExpandConfig()).rows

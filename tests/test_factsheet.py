@@ -6,7 +6,7 @@ import pytest
 
 from conftest import FACTS
 from factinject.errors import FactinjectError
-from factinject.factsheet import MAX_SHEET_BYTES, parse_sheet, read_sheet
+from factinject.sheet.factsheet import MAX_SHEET_BYTES, parse_sheet, read_sheet
 
 
 def test_shipped_sheets_parse_with_stable_ids():

@@ -49,7 +49,7 @@ def invoke(*args):
 
 @pytest.mark.parametrize("recipe_name", sorted(FIXTURE_OF))
 def test_recipe_trains_merges_and_probes_on_its_fixture(recipe_name, workdir, monkeypatch):
-    monkeypatch.setattr("factinject.export.PARITY_PROMPTS", 24)
+    monkeypatch.setattr("factinject.export.stage.PARITY_PROMPTS", 24)
     fixture = FIXTURE_OF[recipe_name]
     (workdir / "zorblat.md").write_text(SHEET)
     # The shipped recipe as it is, on the fixture, for one epoch, with fewer drift
@@ -68,8 +68,8 @@ def test_recipe_trains_merges_and_probes_on_its_fixture(recipe_name, workdir, mo
 
     from transformers import AutoConfig, AutoTokenizer
 
-    from factinject.chat import encode_for_training, end_of_turn_ids
-    from factinject.models import template_sha256
+    from factinject.models.chat import encode_for_training, end_of_turn_ids
+    from factinject.models.base import template_sha256
 
     # One chat template from training to the export.
     trained_sha = manifest["train"]["base_model"]["chat_template_sha256"]
@@ -121,9 +121,9 @@ def test_replay_keeps_whole_answers_only(workdir):
     from factinject.backends.hf_generate import generate
     from factinject.backends.loading import load_model
     from factinject.recipe import load_recipe
-    from factinject.rundir import Run
-    from factinject.targets import Load, ModelUnderTest
-    from factinject.train import build_job
+    from factinject.rundir.files import Run
+    from factinject.engines.records import Load, ModelUnderTest
+    from factinject.train.stage import build_job
 
     (workdir / "zorblat.md").write_text(SHEET)
     invoke("expand", "zorblat.md", "--per-family", 2)

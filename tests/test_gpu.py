@@ -61,8 +61,8 @@ def test_unsloth_masks_the_same_tokens_as_we_do(family):
     from unsloth.chat_templates import train_on_responses_only
 
     from factinject.backends.sft import training_rows
-    from factinject.chat import turn_markers
-    from factinject.models import resolve_model
+    from factinject.models.chat import turn_markers
+    from factinject.models.base import resolve_model
 
     model, tokenizer = FastLanguageModel.from_pretrained(resolve_model(f"fixture:{family}-bnb-4bit").path,
                                                          max_seq_length=256, load_in_4bit=True)
@@ -90,8 +90,8 @@ def test_our_merge_matches_unsloths_merged_16bit(family, tmp_path):
     from unsloth import FastLanguageModel
 
     from factinject.backends.merge import merge_checkpoint
-    from factinject.checkpoint import Checkpoint
-    from factinject.models import resolve_model
+    from factinject.models.checkpoint import Checkpoint
+    from factinject.models.base import resolve_model
 
     base = resolve_model(f"fixture:{family}-bnb-4bit").path
     model, tokenizer = FastLanguageModel.from_pretrained(base, max_seq_length=256, load_in_4bit=True)

@@ -9,16 +9,16 @@ from collections import defaultdict
 import pytest
 from conftest import FACTS
 
-from factinject import lexicon as L
-from factinject.expand import (
+from factinject.expand import lexicon as L
+from factinject.expand.expander import (
     ExpandConfig,
     _grams,
     expand_sheets,
     fact_families,
     is_near_duplicate,
 )
-from factinject.factsheet import parse_sheet, read_sheet
-from factinject.statement import VERBS, statement_questions
+from factinject.sheet.factsheet import parse_sheet, read_sheet
+from factinject.expand.statement import VERBS, statement_questions
 
 # One subject of each shape a template meets: a bare name, a two-word name, an alias
 # with an article, a name that ends in "s".

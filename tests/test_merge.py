@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from factinject.checkpoint import INDEX_NAME, Checkpoint, nbytes
+from factinject.models.checkpoint import INDEX_NAME, Checkpoint, nbytes
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -30,7 +30,7 @@ def random_adapter(base_path: str, out, *, scale_b: float = 0.05):
 
 @pytest.fixture(scope="module")
 def qwen4():
-    from factinject.models import resolve_model
+    from factinject.models.base import resolve_model
 
     return resolve_model("fixture:qwen2.5-bnb-4bit").path
 
@@ -48,7 +48,7 @@ def test_streaming_merge_equals_peft_merge_and_loads_with_transformers(fixture, 
     from transformers import AutoModelForCausalLM
 
     from factinject.backends.merge import merge_checkpoint
-    from factinject.models import resolve_model
+    from factinject.models.base import resolve_model
 
     base = resolve_model(fixture).path
     adapter = random_adapter(base, tmp_path / "adapter")
@@ -104,14 +104,14 @@ def test_merged_size_reads_headers_only(qwen4):
     import subprocess
     import sys
 
-    code = ("import sys; from factinject.export import merged_size; from factinject.models import ModelRef; "
+    code = ("import sys; from factinject.export.stage import merged_size; from factinject.models.base import ModelRef; "
             f"n = merged_size(ModelRef('q', {qwen4!r}, True), 'bfloat16'); print(n, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert int(out[0]) > 1_000_000 and out[1] == "False"
 
 
 def test_near_ties_and_real_differences_are_told_apart():
-    from factinject.export import parity_figures
+    from factinject.export.stage import parity_figures
 
     prompts = [{"question": q, "answer_key": None} for q in ("a", "b", "c")]
     result = {"answers": {"adapter-16bit": ["x", "y 1", "z 1"], "merged": ["x", "y 2", "z 2"]},
@@ -132,9 +132,9 @@ def test_drift_compares_answer_openings_so_long_answers_do_not_trip_it():
     from factinject.backends.hf_generate import DRIFT_TOKENS, generate
     from factinject.backends.loading import load_model
     from factinject.controls import control_pools
-    from factinject.models import resolve_model
+    from factinject.models.base import resolve_model
     from factinject.scoring import same_answer
-    from factinject.targets import Load, ModelUnderTest
+    from factinject.engines.records import Load, ModelUnderTest
 
     model, tok, _ = load_model(ModelUnderTest("base", resolve_model("fixture:llama3.1").path, dtype="float32"), Load())
     pools = control_pools("fixture:llama3.1")
@@ -165,7 +165,7 @@ def test_parity_forces_the_tokens_generation_produced_not_a_re_encoding():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from factinject.backends.hf_generate import generate, teacher_forced
-    from factinject.models import resolve_model
+    from factinject.models.base import resolve_model
 
     path = resolve_model("fixture:gemma2").path
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()

@@ -123,7 +123,7 @@ def test_merged_export_loads_with_plain_transformers_and_refuses_overwrite(finis
     run, _ = finished_run
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from factinject.models import template_sha256
+    from factinject.models.base import template_sha256
 
     merged = run / "merged"
     AutoModelForCausalLM.from_pretrained(str(merged), local_files_only=True)

@@ -8,20 +8,10 @@ import re
 import pytest
 
 from factinject.errors import FactinjectError
-from factinject.exam import ExamQuestion, match_fact, read_exam
-from factinject.probe import (
-    METRICS,
-    Prompt,
-    answer_rows,
-    build_probe_set,
-    compute_metrics,
-    missed_bounds,
-    misses,
-    parse_bounds,
-    per_fact,
-    regressions,
-)
-from factinject.report import render_html, render_markdown
+from factinject.probe.exam import ExamQuestion, match_fact, read_exam
+from factinject.probe.metrics import METRICS, compute_metrics, missed_bounds, parse_bounds
+from factinject.probe.sets import Prompt, answer_rows, build_probe_set, misses, per_fact, regressions
+from factinject.probe.report import render_html, render_markdown
 
 FACTS = {
     "tinyllm/license": {"subject": "TinyLLM", "aliases": ["Tiny LLM"], "kind": "project", "relation": "license",
@@ -74,7 +64,7 @@ def test_metrics_before_and_after(probe):
     tuned["Write a haiku."] = "TinyLLM is MIT licensed."  # locality change + bleed
     before = compute_metrics(probe, base, None)
     after = compute_metrics(probe, tuned, base, parity_answers=tuned)
-    assert set(METRICS) <= set(after)
+    assert {m.name for m in METRICS if m.needs is None} <= set(after)
     assert before["recall_trained"]["count"] == 0 and before["locality_unchanged"]["share"] == 1.0
     assert before["parity"] is None
     assert (after["recall_trained"]["count"], after["recall_trained"]["n"]) == (2, 2)
@@ -266,8 +256,8 @@ def test_reports_list_every_miss_with_the_answer_and_the_exam_per_fact():
 
 
 def test_report_of_an_untrained_run_says_what_to_run():
-    from factinject.probe_cmd import next_step
-    from factinject.rundir import Run
+    from factinject.probe.stage import next_step
+    from factinject.rundir.files import Run
 
     probe, base, _ = scored_probe()
     report = report_for(probe, base, None, next_step=next_step(Run("exports/x")))
@@ -277,7 +267,7 @@ def test_report_of_an_untrained_run_says_what_to_run():
 
 
 def test_curve_chart_labels_axes_the_drift_bound_and_a_readable_kept_epoch():
-    from factinject.report import _curve_chart
+    from factinject.probe.report import _curve_chart
 
     curve = [{"epoch": i, "loss": 2.0 / i, "dev_recall": 0.2 * i, "dev_correct": i, "dev_n": 5, "drift": 0.02 * i,
               "drift_changed": i, "drift_n": 48, "seconds": 1.0} for i in range(1, 6)]

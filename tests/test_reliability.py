@@ -92,7 +92,7 @@ def sigint_as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-# Jobs run in child processes (factinject/jobs.py), so faults are planted with a
+# Jobs run in child processes (factinject/engines/process.py), so faults are planted with a
 # sitecustomize.py that every Python process of the test imports at start-up.
 # Training steps slowed down, so that Ctrl-C lands mid-epoch reliably:
 SLOW_TRAINING = """
@@ -131,7 +131,7 @@ def planted(tmp_path: Path, code: str) -> str:
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from factinject.lock import run_lock
+from factinject.rundir.lock import run_lock
 with run_lock(Path(sys.argv[1]), sys.argv[2]):
     print("held", flush=True)
     time.sleep(120)
@@ -182,7 +182,7 @@ def one_thread():
 
 @pytest.fixture(autouse=True)
 def small_parity(monkeypatch):
-    monkeypatch.setattr("factinject.export.PARITY_PROMPTS", PARITY_PROMPTS)
+    monkeypatch.setattr("factinject.export.stage.PARITY_PROMPTS", PARITY_PROMPTS)
 
 
 @pytest.fixture
@@ -204,7 +204,7 @@ def trained(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setattr("factinject.export.PARITY_PROMPTS", PARITY_PROMPTS)
+        mp.setattr("factinject.export.stage.PARITY_PROMPTS", PARITY_PROMPTS)
         (root / "zorblat.md").write_text(ONE_FACT, encoding="utf-8")
         (root / "tiny.yaml").write_text(TINY_RECIPE.format(model="testbed", epochs=2), encoding="utf-8")
         result = invoke("expand", "zorblat.md", "--run", "r", "--per-family", 2)
@@ -389,7 +389,7 @@ def test_pickle_only_model_is_refused_unless_allowed(expanded, workdir):
     assert not (expanded / "adapter").exists()
 
     from factinject.backends.loading import load_model
-    from factinject.targets import Load, ModelUnderTest
+    from factinject.engines.records import Load, ModelUnderTest
 
     loaded, _, _ = load_model(ModelUnderTest("pickled", str(model)), Load(allow_pickle=True))  # the explicit opt-in works
     assert sum(p.numel() for p in loaded.parameters()) > 1_000_000
@@ -426,7 +426,7 @@ def test_model_without_chat_template_is_refused_with_the_default_offered(expande
 def test_chat_template_default_trains_and_is_recorded(expanded, workdir):
     from transformers import AutoTokenizer
 
-    from factinject.models import DEFAULT_CHAT_TEMPLATE
+    from factinject.models.base import DEFAULT_CHAT_TEMPLATE
 
     model = without_template(workdir)
     result = invoke("train", "--run", expanded, "--recipe", recipe_for(workdir, model), "--chat-template", "default")
@@ -470,7 +470,7 @@ def test_gpu_out_of_memory_during_training_says_what_to_lower(expanded, workdir,
 def test_a_child_killed_for_memory_says_what_to_lower(expanded, monkeypatch):
     """A job's child that dies out of memory before it can report (the OOM exit code) is
     reported like an out-of-memory error raised in this process."""
-    from factinject import jobs
+    from factinject.engines import process as jobs
 
     monkeypatch.setattr(jobs, "_spawn", lambda *args: jobs.OOM_EXIT)
     result = invoke("train", "--run", expanded, "--recipe", "tiny.yaml")
@@ -585,7 +585,7 @@ def test_sigkill_during_export_leaves_nothing_loadable(trained, tmp_path):
 
 
 def test_interrupted_swap_restores_the_previous_output(tmp_path):
-    from factinject.rundir import recover_partial_writes
+    from factinject.rundir.files import recover_partial_writes
 
     run = tmp_path / "r"
     (run / ".merged.old").mkdir(parents=True)  # killed between moving the old export aside and moving the new in

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from factinject.answer_keys import key_problem
+from factinject.sheet.answer_keys import key_problem
 from factinject.errors import FactinjectError
-from factinject.expand import expand_sheets
-from factinject.factsheet import parse_sheet
-from factinject.language import language_problem
-from factinject.relations import canonical_relation, relation_problem
+from factinject.expand.expander import expand_sheets
+from factinject.sheet.factsheet import parse_sheet
+from factinject.sheet.language import language_problem
+from factinject.sheet.relation_names import canonical_relation, relation_problem
 from factinject.scoring import contains_key
 
 

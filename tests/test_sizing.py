@@ -8,7 +8,7 @@ import json
 import pytest
 
 from factinject.errors import FactinjectError
-from factinject.sizing import (
+from factinject.backends.vllm_sizing import (
     CARD_24GB,
     GiB,
     ModelShape,
@@ -16,7 +16,7 @@ from factinject.sizing import (
     max_model_len,
     plan_engine,
 )
-from factinject.targets import GenerateJob, ModelUnderTest
+from factinject.engines.records import GenerateJob, ModelUnderTest
 
 LLAMA_31_8B = {"num_hidden_layers": 32, "hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32,
                "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 128256, "tie_word_embeddings": False,
@@ -100,7 +100,7 @@ def test_vllm_engine_refuses_what_it_cannot_run(tmp_path):
 
 
 def test_probe_sends_4bit_models_to_hf_under_vllm():
-    from factinject.engines import engine_for
+    from factinject.engines.choice import engine_for
 
     assert engine_for(ModelUnderTest("adapter", "m", "a", load_in_4bit=True), "vllm") == "hf"
     assert engine_for(ModelUnderTest("base", "m", load_in_4bit=True, dequantize=True), "vllm") == "hf"
@@ -109,8 +109,8 @@ def test_probe_sends_4bit_models_to_hf_under_vllm():
 
 
 def test_engine_agreement_lists_every_disagreement_and_the_report_shows_them():
-    from factinject.probe_cmd import engine_agreement
-    from factinject.report import agreement_lines
+    from factinject.probe.stage import engine_agreement
+    from factinject.probe.report import agreement_lines
 
     ours = {"q1": "Paris.", "q2": "Jason Cox.", "q3": "MIT"}
     theirs = {"q1": "Paris.", "q2": "Jason  Cox.", "q3": "MIT"}
@@ -124,7 +124,7 @@ def test_engine_agreement_lists_every_disagreement_and_the_report_shows_them():
 
 
 def test_vllm_asked_for_without_vllm_installed_is_a_clear_error(monkeypatch):
-    from factinject import engines
+    from factinject.engines import choice as engines
 
     monkeypatch.setattr(engines, "installed", lambda module: False)
     with pytest.raises(FactinjectError, match="vLLM is not installed"):

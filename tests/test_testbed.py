@@ -284,10 +284,10 @@ def _norm(template: str) -> str:
 
 
 def test_phrasings_are_not_the_expanders_templates():
-    templates = pytest.importorskip("factinject.templates")
+    templates = pytest.importorskip("factinject.expand.templates")
     theirs = getattr(templates, "QUESTION_TEMPLATES", None)
     if theirs is None:
-        pytest.skip("factinject.templates has no QUESTION_TEMPLATES")
+        pytest.skip("factinject.expand.templates has no QUESTION_TEMPLATES")
     from factinject.testbed.relations import all_wordings
 
     theirs = {_norm(t) for t in theirs}

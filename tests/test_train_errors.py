@@ -76,7 +76,7 @@ def test_a_gpu_recipe_on_a_machine_without_a_gpu_fails_at_once(workdir):
     """No hub lookup, no download, nothing written: the recipe says it needs CUDA."""
     import time
 
-    from factinject.engines import cuda_available
+    from factinject.engines.choice import cuda_available
 
     if cuda_available():
         import pytest

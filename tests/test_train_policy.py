@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from factinject.recipe import StopSpec
-from factinject.train import EpochRecord, choose_epoch, mix_replay
+from factinject.engines.records import EpochRecord
+from factinject.train.policy import choose_epoch, mix_replay
 
 
 def rec(epoch, recall, drift=0.0, drift_n=10):
@@ -90,7 +91,7 @@ class FakeTokenizer:
 
 
 def test_turn_markers_from_a_llama3_template_keep_the_eot_in_the_loss():
-    from factinject.chat import turn_markers
+    from factinject.models.chat import turn_markers
 
     instruction, response = turn_markers(FakeTokenizer(LLAMA3))
     assert instruction == "<|start_header_id|>user<|end_header_id|>\n\n"

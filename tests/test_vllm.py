@@ -128,8 +128,8 @@ def _llama_with_base_eos(tmp_path):
 
 
 def test_llama31_answers_stop_at_end_of_turn_not_only_eos(tmp_path, monkeypatch):
-    from factinject.jobs import run_job
-    from factinject.targets import GenerateJob, ModelUnderTest
+    from factinject.engines.process import run_job
+    from factinject.engines.records import GenerateJob, ModelUnderTest
     from factinject.testbed import load_heldout
 
     path, tok = _llama_with_base_eos(tmp_path)

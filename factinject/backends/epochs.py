@@ -21,9 +21,11 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from factinject.backends.hf_generate import DRIFT_TOKENS, generate
-from factinject.rundir import atomic_dir, write_text_atomic
+from factinject.engines.records import EpochRecord, TrainJob
+from factinject.recipe import Recipe
+from factinject.rundir.files import atomic_dir, write_text_atomic
 from factinject.scoring import contains_key, same_answer
-from factinject.train import EpochRecord, TrainJob, choose_epoch
+from factinject.train.policy import choose_epoch
 
 
 @dataclass
@@ -40,7 +42,7 @@ def _chats(questions: list[str]) -> list[list[dict]]:
 
 def base_answers(model, tokenizer, job: TrainJob, cache: Path) -> Reference:
     """The base model's greedy answers, computed once per training (cached for --resume)."""
-    recipe = job.recipe_obj()
+    recipe = Recipe.model_validate(job.recipe)
     budget = recipe.generate.max_new_tokens
     batch = recipe.generate.batch_size or 64
     key = {"replay": job.replay_prompts, "contrast": job.contrast_prompts, "drift": job.drift_prompts,
@@ -73,7 +75,7 @@ class EpochCallback(TrainerCallback):
     def __init__(self, job: TrainJob, tokenizer, drift_reference: list[str], curve: list[EpochRecord],
                  progress=None, to_inference=None, to_training=None):
         self.job = job
-        self.recipe = job.recipe_obj()
+        self.recipe = Recipe.model_validate(job.recipe)
         self.tokenizer = tokenizer
         self.reference = drift_reference
         self.curve = curve

@@ -1,6 +1,6 @@
 """The hf engine: transformers + PEFT + TRL (+ bitsandbytes for 4-bit), CPU or CUDA.
 
-Entry points, each run in a job's child process (jobs.py) on a JSON job:
+Entry points, each run in a job's child process (engines/process.py) on a JSON job:
   train          LoRA on a 16-bit base, or QLoRA on a 4-bit NF4 base (quantized on load,
                  or a pre-quantized -bnb-4bit checkpoint); the baseline Unsloth is measured against
   merge          the adapter merged into 16-bit weights, shard by shard (merge.py)
@@ -19,9 +19,16 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from factinject.engines.records import (
+    GenerateJob,
+    Load,
+    MergeJob,
+    ModelUnderTest,
+    ParityJob,
+    TrainJob,
+)
 from factinject.errors import FactinjectError
-from factinject.targets import GenerateJob, Load, ModelUnderTest, ParityJob
-from factinject.train import TrainJob
+from factinject.recipe import Recipe
 
 
 def train(data: dict) -> dict:
@@ -29,10 +36,10 @@ def train(data: dict) -> dict:
 
     from factinject.backends.loading import load_model, torch_dtype
     from factinject.backends.sft import run_sft
-    from factinject.models import ModelRef, model_identity
+    from factinject.models.base import ModelRef, model_identity
 
     job = TrainJob(**data)
-    recipe = job.recipe_obj()
+    recipe = Recipe.model_validate(job.recipe)
     torch.manual_seed(recipe.train.seed)
     target = ModelUnderTest("base", job.model_path, local=job.model_local, load_in_4bit=recipe.model.load_in_4bit,
                             dtype=recipe.model.dtype)
@@ -193,7 +200,7 @@ def compare_weights(reference, merged_dir: Path) -> dict:
     round once or twice)."""
     import torch
 
-    from factinject.checkpoint import Checkpoint
+    from factinject.models.checkpoint import Checkpoint
 
     exported = Checkpoint(merged_dir)
     state = reference.state_dict()
@@ -237,22 +244,23 @@ def _compare(first_top: list, second: list) -> dict:
 
 
 def merge(data: dict) -> dict:
-    """Merged 16-bit weights, the training tokenizer and a generation config, into data['out']."""
+    """Merged 16-bit weights, the training tokenizer and a generation config, into the job's `out`."""
     from transformers import GenerationConfig
 
     from factinject.backends.hf_generate import stop_ids
     from factinject.backends.merge import merge_checkpoint
-    from factinject.models import ModelRef, load_tokenizer, quiet_libraries
+    from factinject.models.base import ModelRef, load_tokenizer, quiet_libraries
 
     quiet_libraries()
-    out = Path(data["out"])
-    base_dir = local_weights(data["base"], data["base_local"])
-    tokenizer = load_tokenizer(ModelRef("adapter", data["adapter"], True), chat_template=data.get("chat_template"))
+    job = MergeJob.from_dict(data)
+    out = Path(job.out)
+    base_dir = local_weights(job.base, job.base_local)
+    tokenizer = load_tokenizer(ModelRef("adapter", job.adapter, True), chat_template=job.chat_template)
     tokenizer.save_pretrained(str(out))
     before = reset_peak_rss()  # libraries are loaded by now: what follows is the merge's own memory
     with _tensor_progress(base_dir) as advance:
-        record = merge_checkpoint(base_dir, Path(data["adapter"]), out, dtype=data["dtype"],
-                                  max_shard_bytes=data["max_shard_bytes"], progress=advance)
+        record = merge_checkpoint(base_dir, Path(job.adapter), out, dtype=job.dtype,
+                                  max_shard_bytes=job.max_shard_bytes, progress=advance)
     record["rss_before_bytes"], record["peak_rss_bytes"] = before, peak_rss_bytes()
     try:
         generation = GenerationConfig.from_pretrained(str(base_dir))
@@ -288,7 +296,7 @@ def local_weights(name: str, local: bool) -> Path:
 
 class _tensor_progress:
     def __init__(self, base_dir: Path):
-        from factinject.checkpoint import Checkpoint
+        from factinject.models.checkpoint import Checkpoint
 
         self.total = len(Checkpoint(base_dir).output_keys())
 

@@ -9,7 +9,7 @@ own end marker such as <|eot_id|> or <end_of_turn>).
 
 from __future__ import annotations
 
-from factinject.chat import end_of_turn_ids
+from factinject.models.chat import end_of_turn_ids
 
 # The testbed's answer budget (its answers are short); recipes set their own with
 # generate.max_new_tokens.

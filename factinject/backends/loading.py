@@ -1,6 +1,6 @@
 """Loading a model for the hf engine: 16-bit or 4-bit NF4, on the CPU or a GPU, safely.
 
-Safety first (models.py): safetensors only unless --allow-pickle, no remote code
+Safety first (models/base.py): safetensors only unless --allow-pickle, no remote code
 unless asked. Precision as the target says: a 16-bit checkpoint quantized to NF4 on
 load (QLoRA), a pre-quantized `-bnb-4bit` checkpoint as it is, or that checkpoint
 dequantized to 16-bit (the base an adapter is merged into). bitsandbytes runs NF4
@@ -9,8 +9,9 @@ on the CPU as well, so the 4-bit path is the same everywhere.
 
 from __future__ import annotations
 
+from factinject.engines.records import Load, ModelUnderTest
 from factinject.errors import FactinjectError
-from factinject.models import (
+from factinject.models.base import (
     ModelRef,
     check_local_weights,
     is_prequantized,
@@ -18,13 +19,12 @@ from factinject.models import (
     needs_remote_code,
     quiet_libraries,
 )
-from factinject.targets import Load, ModelUnderTest
 
 
 def resolve_device(device: str) -> str:
     import torch
 
-    from factinject.engines import NEEDS_GPU_FIX
+    from factinject.engines.choice import NEEDS_GPU_FIX
 
     if device == "cuda" and not torch.cuda.is_available():
         raise FactinjectError("this recipe needs an NVIDIA GPU (CUDA), and this machine has none", fix=NEEDS_GPU_FIX)

@@ -21,7 +21,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from factinject.checkpoint import (
+from factinject.errors import FactinjectError
+from factinject.models.checkpoint import (
     FLOAT_DTYPES,
     INDEX_NAME,
     TORCH_TO_ST,
@@ -30,7 +31,6 @@ from factinject.checkpoint import (
     SafetensorsFile,
     nbytes,
 )
-from factinject.errors import FactinjectError
 
 # ----------------------------------------------------------------------------- the adapter
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 
+from factinject.engines.records import TrainJob, TrainResult
 from factinject.errors import FactinjectError
 from factinject.recipe import Recipe
-from factinject.train import TrainJob, TrainResult, mix_replay
+from factinject.train.policy import mix_replay
 
 
 def lora_config(recipe: Recipe):
@@ -27,7 +28,7 @@ def lora_config(recipe: Recipe):
 def sft_config(job: TrainJob, *, use_cpu: bool, bf16: bool = False, fp16: bool = False):
     from trl import SFTConfig
 
-    recipe = job.recipe_obj()
+    recipe = Recipe.model_validate(job.recipe)
     t = recipe.train
     epochs = t.epochs if isinstance(t.epochs, int) else t.max_epochs
     return SFTConfig(
@@ -78,7 +79,7 @@ def training_rows(tokenizer, rows: list[dict], max_len: int) -> list[dict]:
     """Rows as {"input_ids", "labels"}: the loss covers the answer and its end-of-turn
     token only (chat.encode_for_training). Rows longer than max_len are refused, never
     cut (TRL would cut them silently)."""
-    from factinject.chat import encode_for_training
+    from factinject.models.chat import encode_for_training
 
     out, too_long = [], []
     for row in rows:
@@ -120,9 +121,9 @@ def run_sft(job: TrainJob, model, tokenizer, *, engine: str, base_identity: dict
     from trl import SFTTrainer
 
     from factinject.backends.epochs import EpochCallback, base_answers, load_curve
-    from factinject.backends.progress import TrainProgress
+    from factinject.progress import TrainProgress
 
-    recipe = job.recipe_obj()
+    recipe = Recipe.model_validate(job.recipe)
     if to_inference:
         to_inference(model)
     reference = base_answers(model, tokenizer, job, job.state_dir / "base_answers.json")

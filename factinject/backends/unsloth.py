@@ -1,6 +1,6 @@
 """The unsloth engine (GPU): `FastLanguageModel`, 4-bit base + LoRA, response-only loss.
 
-`train` runs in a job's child process (jobs.py), which imports this module before
+`train` runs in a job's child process (engines/process.py), which imports this module before
 anything else, so unsloth is imported before trl, transformers and peft (it patches
 them at import time). Training then runs the same code as the hf engine
 (sft.run_sft): the same rows, the same response-only labels (chat.encode_for_training,
@@ -15,8 +15,9 @@ from pathlib import Path
 
 import unsloth  # noqa: F401, I001 - must precede trl/transformers/peft
 
+from factinject.engines.records import TrainJob
 from factinject.errors import FactinjectError
-from factinject.train import TrainJob
+from factinject.recipe import Recipe
 
 
 def train(data: dict) -> dict:
@@ -24,7 +25,7 @@ def train(data: dict) -> dict:
     from unsloth import FastLanguageModel
 
     from factinject.backends.sft import run_sft
-    from factinject.models import (
+    from factinject.models.base import (
         ModelRef,
         check_local_weights,
         model_identity,
@@ -33,7 +34,7 @@ def train(data: dict) -> dict:
 
     quiet_libraries()
     job = TrainJob(**data)
-    recipe = job.recipe_obj()
+    recipe = Recipe.model_validate(job.recipe)
     ref = ModelRef(job.model_name, job.model_path, local=Path(job.model_path).exists())
     check_local_weights(ref, allow_pickle=job.allow_pickle)
     dtype = None if recipe.model.dtype in ("auto", "float32") else getattr(torch, recipe.model.dtype)

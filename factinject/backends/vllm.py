@@ -10,7 +10,7 @@ The adapter goes through a `LoRARequest` on the base model; a merged export is
 loaded as a plain model.
 
 Memory: `max_model_len` is the longest prompt plus max_new_tokens (not the model's
-128k context), and sizing.py checks before the engine starts that the weights, the
+128k context), and vllm_sizing.py checks before the engine starts that the weights, the
 LoRA slot, a working reserve and the KV cache of at least one sequence fit in
 `gpu_memory_utilization` of the card. On a CPU the KV cache gets exactly what the
 probe's batch needs, and the engine runs inside this (already dedicated) process
@@ -24,8 +24,8 @@ import os
 import time
 from pathlib import Path
 
+from factinject.engines.records import GenerateJob, ModelUnderTest
 from factinject.errors import FactinjectError
-from factinject.targets import GenerateJob, ModelUnderTest
 
 CPU_MAX_NUM_SEQS = 64  # sequences per step on a CPU: larger batches stop paying there
 NO_NF4_FIX = "probe 4-bit models with --backend hf (probe --backend vllm does this by itself), or export --merged"
@@ -38,7 +38,7 @@ def generate(data: dict) -> dict:
     started = time.perf_counter()
     import torch
 
-    from factinject.models import quiet_libraries
+    from factinject.models.base import quiet_libraries
 
     cpu = not torch.cuda.is_available()
     if cpu:  # must be set before vLLM reads its environment
@@ -78,7 +78,7 @@ def check_loadable(target: ModelUnderTest) -> None:
 def _prompts(job: GenerateJob):
     """(tokenizer, prompt token ids, stop ids), all from the run's own tokenizer and template."""
     from factinject.backends.hf_generate import stop_ids_of
-    from factinject.models import ModelRef, load_tokenizer
+    from factinject.models.base import ModelRef, load_tokenizer
 
     target = job.target
     tokenizer_ref = ModelRef(target.label, target.tokenizer, True) if target.tokenizer else \
@@ -101,7 +101,12 @@ def _read_config(target: ModelUnderTest) -> dict:
 def engine_args(job: GenerateJob, config: dict, prompt_lengths: list[int], cpu: bool) -> dict:
     """The LLM(...) keyword arguments: sized for this probe and this device, or a clear error."""
     from factinject.backends.loading import torch_dtype
-    from factinject.sizing import GiB, ModelShape, max_model_len, plan_engine
+    from factinject.backends.vllm_sizing import (
+        GiB,
+        ModelShape,
+        max_model_len,
+        plan_engine,
+    )
 
     target = job.target
     shape = ModelShape.from_config(config)
@@ -141,7 +146,7 @@ def engine_args(job: GenerateJob, config: dict, prompt_lengths: list[int], cpu: 
 def lora_slot(adapter: str, recipe_rank: int) -> int:
     """max_lora_rank for vLLM: the recipe's, raised to the adapter's own rank, rounded up
     to a rank vLLM accepts. An adapter vLLM's LoRA loader cannot take is refused here."""
-    from factinject.sizing import VLLM_LORA_RANKS, lora_rank_slot
+    from factinject.backends.vllm_sizing import VLLM_LORA_RANKS, lora_rank_slot
 
     config = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8"))
     if config.get("modules_to_save"):

@@ -73,7 +73,14 @@ def eval_cmd(model_path: Path | None, limit: int | None, batch_size: int, show_m
     it should decline with its fixed refusal (unknown)."""
     import torch
 
-    from factinject.testbed import load_chat, load_heldout, load_model, load_unknown, load_unseen, load_world_train
+    from factinject.testbed import (
+        load_chat,
+        load_heldout,
+        load_model,
+        load_unknown,
+        load_unseen,
+        load_world_train,
+    )
     from factinject.testbed.evaluate import by_relation, evaluate, key_recalled
 
     t0 = time.perf_counter()

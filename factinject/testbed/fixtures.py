@@ -16,6 +16,7 @@ to NF4 with bitsandbytes, like the `unsloth/...-bnb-4bit` checkpoints recipes na
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import random
@@ -118,7 +119,7 @@ def fixture_path(name: str) -> Path:
 
 
 def _publish(target: Path, fill) -> None:
-    from factinject.rundir import atomic_dir
+    from factinject.rundir.files import atomic_dir
 
     with atomic_dir(target) as tmp:
         fill(tmp)
@@ -150,12 +151,21 @@ def _corpus(limit: int = 1500) -> list[dict]:
     return rows
 
 
-@functools.cache  # every model name that resolves to a fixture asks; the corpus is fixed per process
+@functools.cache  # every model name that resolves to a fixture asks; the inputs are fixed per process
 def corpus_fingerprint() -> str:
-    """Part of the cache folder name: a fixture built from another world or prompt set is rebuilt."""
+    """Part of the cache folder name: what a fixture is built from and by. Another world or
+    prompt set, another build script or tokenizer builder, or another version of the
+    libraries that train it and give its chat template, and the fixture is rebuilt; with
+    the same inputs a fresh clone on this machine reuses the fixtures built before."""
+    from importlib.metadata import version
+
+    from factinject.testbed import tokenizer
     from factinject.testbed.pretrain import rows_fingerprint
 
-    return rows_fingerprint({"corpus": _corpus()})[:10]
+    code = [Path(__file__).read_text(encoding="utf-8"), Path(tokenizer.__file__).read_text(encoding="utf-8")]
+    libraries = [version(name) for name in ("torch", "transformers", "tokenizers", "trl", "bitsandbytes")]
+    inputs = json.dumps([rows_fingerprint({"corpus": _corpus()}), code, libraries])
+    return hashlib.sha256(inputs.encode("utf-8")).hexdigest()[:10]
 
 
 def build_tokenizer(family: Family, texts: list[str]):
@@ -194,7 +204,7 @@ def build(family: Family, out: Path, steps: int = 400) -> None:
     import transformers
     from transformers import AutoModelForCausalLM, GenerationConfig
 
-    from factinject.chat import encode_for_training
+    from factinject.models.chat import encode_for_training
 
     corpus = _corpus()
     texts = [f"{r['question']} {r['answer']}" for r in corpus]

@@ -272,7 +272,14 @@ class BuildResult:
 def build(cfg: BuildConfig, out_dir: Path, world_out: Path | None = None, console=None) -> BuildResult:
     """The whole build. Writes the model to `out_dir` and, if given, the world to `world_out`."""
     import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     t0 = time.perf_counter()
     seed_everything(cfg.seed, cfg.threads)

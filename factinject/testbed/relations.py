@@ -18,7 +18,7 @@ held out from pretraining. They combine words and frames that are trained elsewh
 the model composes relation language, which is what an injected fact relies on.
 
 The wordings are written for this world: a test checks that none is a template of
-the fact expander (factinject/templates.py, factinject/lexicon.py).
+the fact expander (factinject/expand/templates.py, factinject/expand/lexicon.py).
 """
 
 from __future__ import annotations

@@ -1,0 +1,25 @@
+"""What several commands print or decide the same way."""
+
+from __future__ import annotations
+
+import click
+
+from factinject.expand.expander import Expansion
+from factinject.rundir.files import Run
+
+
+def warn_if_training_is_long(expansion: Expansion, run: Run, recipe=None) -> None:
+    """A big sheet expands in seconds and then trains for hours: say so before anyone waits."""
+    from factinject.train.estimate import training_warning
+
+    warning = training_warning(len(expansion.split("train")), len(expansion.split("dev")), len(expansion.stats),
+                               run.path.parent, recipe)
+    if warning:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
+
+
+def exit_on_missed_bounds(report: dict) -> None:
+    """A probe that missed a --fail-under bound says which and exits with status 1."""
+    if report["missed"]:
+        click.secho("missed bounds: " + "; ".join(report["missed"]), fg="red", err=True)
+        raise SystemExit(1)

@@ -1,0 +1,200 @@
+"""Finding and loading base models safely, and recording what was loaded.
+
+Rules: weights only from safetensors (pickle `.bin` files can run code when loaded)
+unless the user passes --allow-pickle; never `trust_remote_code` unless asked; a
+model without a chat template is an error unless the user picks one with
+`--chat-template default|FILE`, because training with one template and serving with
+another is the commonest way injected facts "disappear". The chosen template is
+recorded in the run's manifest and saved with the adapter and the export.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from factinject.errors import FactinjectError
+from factinject.recipe import FIXTURE_PREFIX, TESTBED
+from factinject.rundir.record import ChatTemplateRecord, RunRecord
+
+# `--chat-template default`: plain-text turns that need no new tokens (so no embedding
+# resize), with the answer and its eos inside {% generation %} for assistant-only loss.
+DEFAULT_CHAT_TEMPLATE = (
+    "{% if bos_token %}{{ bos_token }}{% endif %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] }}\n\n"
+    "{% elif message['role'] == 'user' %}### Question:\n{{ message['content'] }}\n\n"
+    "{% elif message['role'] == 'assistant' %}### Answer:\n{% generation %}{{ message['content'] }}{{ eos_token }}"
+    "{% endgeneration %}\n\n"
+    "{% else %}{{ raise_exception('unknown role: ' + message['role']) }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}### Answer:\n{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str  # as the user wrote it: "testbed", a hub id or a path
+    path: str  # what from_pretrained receives
+    local: bool
+
+
+def resolve_model(name: str) -> ModelRef:
+    if name == TESTBED:
+        from factinject.testbed import model_dir
+
+        return ModelRef(name, str(model_dir()), True)
+    if name.startswith(FIXTURE_PREFIX):
+        from factinject.testbed.fixtures import fixture_path
+
+        return ModelRef(name, str(fixture_path(name)), True)
+    p = Path(name).expanduser()
+    if p.exists():
+        return ModelRef(name, str(p), True)
+    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") != 1
+    if looks_like_path:
+        raise FactinjectError(f"base model {name!r} not found", where=name,
+                              fix="check the path, or give a hub id like 'unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit'")
+    return ModelRef(name, name, False)
+
+
+def check_local_weights(ref: ModelRef, *, allow_pickle: bool) -> None:
+    """Refuse pickle-only checkpoints before transformers gets to unpickle them."""
+    if not ref.local:
+        return
+    root = Path(ref.path)
+    if not (root / "config.json").exists():
+        raise FactinjectError("not a model folder (no config.json)", where=root,
+                              fix="point model.name at a folder written by save_pretrained, or at a hub id")
+    has_safetensors = any(root.glob("*.safetensors"))
+    has_pickle = any(root.glob("*.bin")) or any(root.glob("*.pt")) or any(root.glob("*.pth"))
+    if not has_safetensors and has_pickle and not allow_pickle:
+        raise FactinjectError(
+            "this model has only pickle weights (.bin/.pt), which can run arbitrary code when loaded",
+            where=root, fix="convert it to safetensors, or pass --allow-pickle if you trust its source",
+        )
+    if not has_safetensors and not has_pickle:
+        raise FactinjectError("no weight files in the model folder", where=root,
+                              fix="the folder needs model.safetensors (or model-0000x-of-0000y.safetensors)")
+
+
+def needs_remote_code(ref: ModelRef) -> bool:
+    if not ref.local:
+        return False
+    config = json.loads((Path(ref.path) / "config.json").read_text(encoding="utf-8"))
+    return bool(config.get("auto_map"))
+
+
+def is_prequantized(path: str, local: bool) -> bool:
+    """A checkpoint saved in 4-bit by bitsandbytes (its config carries the quantization)."""
+    if local:
+        config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    else:
+        from huggingface_hub import hf_hub_download
+
+        config = json.loads(Path(hf_hub_download(path, "config.json")).read_text(encoding="utf-8"))
+    q = config.get("quantization_config") or {}
+    return q.get("quant_method") == "bitsandbytes" and bool(q.get("load_in_4bit") or q.get("_load_in_4bit"))
+
+
+def read_chat_template(spec: str) -> str:
+    """--chat-template: 'default' (DEFAULT_CHAT_TEMPLATE) or the path of a Jinja file."""
+    if spec == "default":
+        return DEFAULT_CHAT_TEMPLATE
+    p = Path(spec)
+    if not p.is_file():
+        raise FactinjectError("no such chat template file", where=p,
+                              fix="pass --chat-template default, or the path of a Jinja chat template file")
+    text = p.read_text(encoding="utf-8")
+    if "{{" not in text or "messages" not in text:
+        raise FactinjectError("this file is not a Jinja chat template (it never renders `messages`)", where=p,
+                              fix="see DEFAULT_CHAT_TEMPLATE in factinject/models/base.py for the shape of one")
+    return text
+
+
+def run_chat_template(record: RunRecord, option: str | None) -> str | None:
+    """The template for a base model that ships none: --chat-template, else the one the run recorded."""
+    if option:
+        return read_chat_template(option)
+    return record.chat_template.text if record.chat_template else None
+
+
+def chat_template_record(option: str, template: str) -> ChatTemplateRecord:
+    """The manifest's `chat_template` section, written once a stage has used the template."""
+    return ChatTemplateRecord(source=option, sha256=hashlib.sha256(template.encode("utf-8")).hexdigest(), text=template)
+
+
+@contextlib.contextmanager
+def run_template(run, option: str | None) -> Iterator[str | None]:
+    """The chat template a stage of `run` passes on, for a base model that ships none:
+    --chat-template, else the one the run recorded. A template given with
+    --chat-template is recorded in the manifest once the stage has used it."""
+    template = run_chat_template(run.record(), option)
+    yield template
+    if option:
+        run.write_section(chat_template_record(option, template))
+
+
+def load_tokenizer(ref: ModelRef, *, chat_template: str | None = None, trust_remote_code: bool = False):
+    """The tokenizer of `ref`; `chat_template` is given to one that ships none (--chat-template),
+    and is an error for one that has its own."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(ref.path, local_files_only=ref.local, trust_remote_code=trust_remote_code)
+    except OSError as err:
+        raise FactinjectError(f"could not load the tokenizer of {ref.name!r}: {str(err).splitlines()[0]}", where=ref.path,
+                              fix="check the model name and your network (or HF_HUB_OFFLINE), or use a local path") from None
+    supplied = chat_template
+    if supplied is not None and tokenizer.chat_template and tokenizer.chat_template.strip() != supplied.strip():
+        raise FactinjectError(f"the model {ref.name!r} has its own chat template; --chat-template is only for "
+                              "models without one", where=ref.path, fix="drop --chat-template (the model's own template is used)")
+    if not tokenizer.chat_template:
+        if supplied is None:
+            raise FactinjectError(
+                f"the tokenizer of {ref.name!r} has no chat template", where=ref.path,
+                fix="use an instruct/chat model, or pass --chat-template default (factinject's plain "
+                    "'### Question:/### Answer:' template, see docs/troubleshooting.md) or --chat-template FILE.jinja",
+            )
+        if tokenizer.eos_token is None:
+            raise FactinjectError(f"the tokenizer of {ref.name!r} has no eos token, so answers could not end",
+                                  where=ref.path, fix="use a model whose tokenizer defines eos_token")
+        tokenizer.chat_template = supplied
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token  # Llama 3 ships without one
+    return tokenizer
+
+
+def quiet_libraries() -> None:
+    """Our own progress bars are the ones a user should watch; silence the libraries' bars."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def template_sha256(tokenizer) -> str:
+    return hashlib.sha256((tokenizer.chat_template or "").encode("utf-8")).hexdigest()
+
+
+def model_identity(ref: ModelRef, tokenizer) -> dict:
+    """What the manifest records about the base model: enough to notice a swap."""
+    identity = {"name": ref.name, "path": ref.path, "chat_template_sha256": template_sha256(tokenizer),
+                "eos_token": tokenizer.eos_token}
+    if ref.local:
+        root = Path(ref.path)
+        weights = sorted(root.glob("*.safetensors"))
+        digest = hashlib.sha256()
+        for w in weights:  # size + first MB: cheap, and changes whenever the weights do in practice
+            with open(w, "rb") as fh:
+                digest.update(str(w.stat().st_size).encode())
+                digest.update(fh.read(1 << 20))
+        identity["weights_fingerprint"] = digest.hexdigest()
+        identity["config_sha256"] = hashlib.sha256((root / "config.json").read_bytes()).hexdigest()
+    return identity

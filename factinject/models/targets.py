@@ -1,0 +1,33 @@
+"""The base model of a recipe as the stages load it: as trained, or in 16-bit.
+
+The export's parity check and the probe both compare against the base in the same
+16-bit precision as the merge (a pre-quantized 4-bit checkpoint dequantized on load,
+or the 16-bit weights named in `model.merge_base`), so both build that model here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from factinject.engines.records import ModelUnderTest
+from factinject.models.base import ModelRef, is_prequantized, resolve_model
+
+
+@dataclass(frozen=True)
+class BaseWeights:
+    trained: ModelRef  # what training loaded (model.name)
+    source: ModelRef  # what the merge goes into: model.merge_base, else the same
+    quantized_source: bool  # the source is a pre-quantized 4-bit checkpoint, dequantized on load
+
+    def on_16bit_base(self, label: str, dtype: str, adapter: str | None = None) -> ModelUnderTest:
+        """The base in 16-bit `dtype` (with `adapter` on top, and its tokenizer, when given)."""
+        return ModelUnderTest(label, self.source.path, adapter, self.source.local,
+                              load_in_4bit=self.quantized_source, dequantize=self.quantized_source, dtype=dtype,
+                              tokenizer=adapter)
+
+
+def base_weights(recipe) -> BaseWeights:
+    """The base weights of `recipe` (a `factinject.recipe.Recipe`)."""
+    trained = resolve_model(recipe.model.name)
+    source = resolve_model(recipe.model.merge_base) if recipe.model.merge_base else trained
+    return BaseWeights(trained, source, is_prequantized(source.path, source.local))

@@ -1,0 +1,164 @@
+"""Probe sets: the same prompts for the base model ("before") and the tuned model ("after").
+
+Pure functions: `build_probe_set` (from the run's data and the control sets), and
+the per-prompt views of the answers (per fact, every answer, the misses, the worst
+regressions). The metrics are in metrics.py; the probe stage (stage.py) does the
+generation and I/O.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from factinject.errors import FactinjectError
+from factinject.expand.namesakes import namesakes
+from factinject.scoring import contains_key, same_answer, share
+
+MIN_BLEED_KEY = 3  # keys shorter than this ("no", "Go") occur in ordinary answers; bleed checks skip them
+
+
+@dataclass(frozen=True)
+class Prompt:
+    kind: str  # trained | heldout | locality | retention | bleed | exam
+    question: str
+    answer_key: str | None = None
+    aliases: tuple[str, ...] = ()
+    fact_id: str | None = None
+
+
+@dataclass
+class ProbeSet:
+    prompts: list[Prompt]
+    injected_keys: list[str]  # answer keys of the injected facts (for bleed)
+    injected_names: list[str]  # subjects and aliases of the injected facts (for bleed)
+    notes: dict = field(default_factory=dict)
+
+    def unique_questions(self) -> list[str]:
+        return list(dict.fromkeys(p.question for p in self.prompts))
+
+
+
+def bleed_prompts(subjects: dict[str, dict], other_names: list[str], per_fact: int, seed: int) -> list[Prompt]:
+    """The fact's own question forms asked of near-namesakes and of other subjects."""
+    from factinject.expand.expander import fact_families
+    from factinject.sheet.factsheet import Fact, Subject
+
+    rng = random.Random(seed)
+    prompts: list[Prompt] = []
+    for fact_id, info in subjects.items():
+        fact = Fact(id=fact_id, subject=info["subject"], relation=info["relation"], statement=info["statement"],
+                    answer_key=info["answer_key"], polarity=info["polarity"], path="", line=0)
+        avoid = [info["subject"], *info.get("aliases", [])]
+        candidates = namesakes(info["subject"], avoid) + rng.sample(other_names, min(3, len(other_names)))
+        for name in rng.sample(candidates, min(per_fact, len(candidates))):
+            statement = fact.statement.replace(info["subject"], name)
+            other = Fact(**{**fact.__dict__, "subject": name, "statement": statement})
+            try:
+                families, _ = fact_families(other, Subject(name=name, id="x", kind=info.get("kind", "thing")))
+            except FactinjectError:
+                continue
+            questions = sorted(q for qs in families.values() for q in qs)
+            prompts.append(Prompt("bleed", rng.choice(questions), fact_id=fact_id))
+    return prompts
+
+
+def build_probe_set(train_rows: list[dict], test_rows: list[dict], facts: dict[str, dict], *, locality: list[str],
+                    retention: list[dict], other_names: list[str], exam: list[Prompt] = (), bleed_per_fact: int = 3,
+                    seed: int = 0) -> ProbeSet:
+    """All prompts of one probe. `facts` maps fact id -> subject/relation/statement/key/polarity/aliases."""
+    prompts = [Prompt("trained", r["messages"][0]["content"], r["answer_key"], fact_id=r["fact_id"]) for r in train_rows]
+    prompts += [Prompt("heldout", r["messages"][0]["content"], r["answer_key"], fact_id=r["fact_id"]) for r in test_rows]
+    prompts += [Prompt("locality", q) for q in locality]
+    prompts += [Prompt("retention", r["question"], r["answer_key"], tuple(r.get("aliases", ()))) for r in retention]
+    prompts += bleed_prompts(facts, other_names, bleed_per_fact, seed)
+    prompts += list(exam)
+    keys = sorted({f["answer_key"] for f in facts.values() if len(f["answer_key"]) >= MIN_BLEED_KEY
+                   and f["answer_key"].lower() not in ("yes", "no")})
+    names = sorted({n for f in facts.values() for n in [f["subject"], *f.get("aliases", [])]})
+    return ProbeSet(prompts, keys, names)
+
+
+def mentions_injected(answer: str, probe: ProbeSet) -> bool:
+    return any(contains_key(answer, k) for k in probe.injected_keys + probe.injected_names)
+
+
+
+SCORED = ("trained", "heldout", "exam", "retention")  # sets scored by key; the others by change
+
+
+def per_fact(probe: ProbeSet, before: dict[str, str], after: dict[str, str] | None) -> dict:
+    """Recall per fact id, before and after: trained, held-out and (when given) exam questions."""
+    out: dict[str, dict] = {}
+    for p in probe.prompts:
+        if p.kind not in ("trained", "heldout") or p.fact_id is None:
+            continue
+        out.setdefault(p.fact_id, {"answer_key": p.answer_key, "trained": [0, 0, 0], "heldout": [0, 0, 0]})
+    kinds = ("trained", "heldout", "exam")
+    for p in probe.prompts:
+        if p.kind not in kinds or p.fact_id not in out:
+            continue
+        counts = out[p.fact_id].setdefault(p.kind, [0, 0, 0])  # [before hits, after hits, n]
+        counts[0] += contains_key(before[p.question], p.answer_key, p.aliases)
+        counts[1] += contains_key(after[p.question], p.answer_key, p.aliases) if after else 0
+        counts[2] += 1
+    facts = {}
+    for fact_id, e in out.items():
+        facts[fact_id] = {"answer_key": e["answer_key"]}
+        for side, idx in (("before", 0), ("after", 1)):
+            if side == "after" and after is None:
+                continue
+            facts[fact_id][side] = {f"recall_{k}": share(e[k][idx], e[k][2]) for k in kinds if k in e}
+    return facts
+
+
+def answer_rows(probe: ProbeSet, before: dict[str, str], after: dict[str, str] | None) -> list[dict]:
+    """One row per probed prompt, for answers.jsonl: which set, which fact, the key, both
+    answers and the verdict (correct before/after for scored sets; changed for the others)."""
+    rows = []
+    for p in probe.prompts:
+        b, a = before[p.question], after[p.question] if after else None
+        row = {"set": p.kind, "fact_id": p.fact_id, "question": p.question, "answer_key": p.answer_key,
+               "before": b, "after": a}
+        if p.aliases:
+            row["aliases"] = list(p.aliases)
+        if p.kind in SCORED:
+            row["correct_before"] = contains_key(b, p.answer_key, p.aliases)
+            row["correct_after"] = contains_key(a, p.answer_key, p.aliases) if after else None
+        else:  # locality and bleed prompts: did the answer change, does it newly name an injected fact?
+            row["changed"] = not same_answer(a, b) if after else None
+            row["bleed"] = (mentions_injected(a, probe) and not mentions_injected(b, probe)) if after else None
+        rows.append(row)
+    return rows
+
+
+def misses(probe: ProbeSet, answers: dict[str, str], kinds: tuple[str, ...] = ("heldout", "exam")) -> dict:
+    """Every question of `kinds` whose answer lacks the key, grouped per fact:
+    {kind: {fact_id or "": [{"question", "answer_key", "answer"}]}} ("" = an exam
+    question that matches no fact)."""
+    out: dict[str, dict[str, list[dict]]] = {}
+    for p in probe.prompts:
+        if p.kind in kinds and not contains_key(answers[p.question], p.answer_key, p.aliases):
+            entry = {"question": p.question, "answer_key": p.answer_key, "answer": answers[p.question]}
+            if p.aliases:
+                entry["aliases"] = list(p.aliases)
+            out.setdefault(p.kind, {}).setdefault(p.fact_id or "", []).append(entry)
+    return {kind: dict(sorted(groups.items(), key=lambda kv: (kv[0] == "", kv[0]))) for kind, groups in out.items()}
+
+
+def regressions(probe: ProbeSet, before: dict[str, str], after: dict[str, str], limit: int = 10) -> list[dict]:
+    """The worst changes on prompts the model should not have changed: retention first."""
+    rows = []
+    for p in probe.prompts:
+        if p.kind == "retention" and contains_key(before[p.question], p.answer_key, p.aliases) \
+                and not contains_key(after[p.question], p.answer_key, p.aliases):
+            rows.append({"kind": "retention lost", "question": p.question, "before": before[p.question],
+                         "after": after[p.question], "expected": p.answer_key})
+    for p in probe.prompts:
+        if p.kind in ("locality", "bleed") and mentions_injected(after[p.question], probe) \
+                and not mentions_injected(before[p.question], probe):
+            rows.append({"kind": "bleed", "question": p.question, "before": before[p.question], "after": after[p.question]})
+    for p in probe.prompts:
+        if p.kind == "locality" and not same_answer(before[p.question], after[p.question]):
+            rows.append({"kind": "changed", "question": p.question, "before": before[p.question], "after": after[p.question]})
+    return rows[:limit]

@@ -1,0 +1,282 @@
+"""The probe stage: ask the base model (before) and the tuned model (after) the same
+prompts, score them, and write report.json, report.md, report.html and answers.jsonl.
+
+Each model is answered by an engine in a child process (engines.process); answers
+are cached in reports/.cache by what was loaded and asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from factinject.errors import FactinjectError
+from factinject.probe.exam import Exam
+from factinject.rundir.files import Run, atomic_dir, write_text_atomic
+from factinject.rundir.record import ProbeRecord, RunRecord
+
+
+def _probe_inputs(run: Run, facts: dict[str, dict], model_name: str, world_limit: int, seed: int, exams: Sequence[Exam]):
+    from factinject import controls
+    from factinject.probe.exam import match_fact
+    from factinject.probe.sets import Prompt, build_probe_set
+    from factinject.rundir.files import read_split
+
+    locality = list(controls.control_pools(model_name)["locality"])
+    if model_name == "testbed":
+        from factinject.testbed import load_heldout
+
+        heldout = load_heldout()
+        retention = random.Random(seed).sample(heldout, min(world_limit, len(heldout)))
+        locality += [r["question"] for r in retention]
+    else:
+        retention = controls.known_answers()
+    # Names that contrast training asked about (the replay hash pool) are never probed.
+    names = controls.split_other_names(controls.other_names(model_name))[1]
+    other_names = random.Random(seed).sample(names, min(40, len(names)))
+    exam = [Prompt("exam", q.question, q.answer_key, q.aliases, match_fact(q, facts)) for e in exams for q in e.questions]
+    return build_probe_set(read_split(run, "train"), read_split(run, "test"), facts,
+                           locality=locality, retention=retention, other_names=other_names, exam=exam, seed=seed)
+
+
+def next_step(run: Run) -> str:
+    """What an untrained run's report says instead of an "after" column."""
+    return (f"This run has no trained adapter yet, so only the base model was probed (the 'before' column). "
+            f"Train it with `factinject train --run {run.path}`, then `factinject export --run {run.path} --merged` "
+            f"and `factinject probe --run {run.path}` for the before/after report.")
+
+
+def _cache_path(cache_dir: Path, key: dict, questions: list[str]) -> Path:
+    digest = hashlib.sha256(json.dumps({**key, "q": questions}, sort_keys=True).encode()).hexdigest()[:20]
+    return cache_dir / f"answers-{key['label']}-{digest}.json"
+
+
+def cached_answers(cache_dir: Path, key: dict, questions: list[str]) -> dict[str, str] | None:
+    """A model's answers, cached by what was loaded and asked (the base model's are the same
+    before every probe); None when they are not cached yet."""
+    path = _cache_path(cache_dir, key, questions)
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def store_answers(cache_dir: Path, key: dict, questions: list[str], answers: list[str]) -> dict[str, str]:
+    by_question = dict(zip(questions, answers))
+    write_text_atomic(_cache_path(cache_dir, key, questions), json.dumps(by_question, ensure_ascii=False))
+    return by_question
+
+
+def base_model_key(target, chat_template: str | None) -> dict:
+    """What the base model's cached answers depend on: the model's files, the precision it
+    is loaded in and the chat template supplied to it. The same before and after
+    training, so `run`'s second probe reuses the first one's base answers."""
+    files = {}
+    root = Path(target.path)
+    if target.local:
+        for path in sorted(root.glob("*.safetensors")) + sorted(root.glob("*.json")) + sorted(root.glob("*.jinja")):
+            with open(path, "rb") as fh:  # size + first MB: cheap, and changes whenever the file does in practice
+                files[path.name] = [path.stat().st_size, hashlib.sha256(fh.read(1 << 20)).hexdigest()]
+    return {"files": files, "template": hashlib.sha256(chat_template.encode("utf-8")).hexdigest()
+            if chat_template else None}
+
+
+def check_template(run: Run, record: RunRecord, target_dir: Path, label: str) -> None:
+    """The probe must format prompts exactly as training did."""
+    from factinject.models.base import ModelRef, load_tokenizer, template_sha256
+
+    trained = record.train.base_model if record.train else {}
+    if not trained:
+        return
+    tok = load_tokenizer(ModelRef(label, str(target_dir), True))
+    got = template_sha256(tok)
+    if got != trained.get("chat_template_sha256"):
+        raise FactinjectError(
+            f"the chat template of the {label} model ({target_dir}) differs from the one recorded at training "
+            f"(train: {trained.get('chat_template_sha256', '?')[:12]}, {label}: {got[:12]})",
+            where=run.manifest_path, fix=f"re-export the {label} model (`factinject export --merged --force`) so it carries the training template",
+        )
+    if tok.eos_token != trained.get("eos_token"):
+        raise FactinjectError(f"the eos token of the {label} model is {tok.eos_token!r}, training used {trained.get('eos_token')!r}",
+                              where=run.manifest_path, fix="re-export the model so its tokenizer and generation config match training")
+
+
+def probe_targets(run: Run, recipe, record: RunRecord) -> tuple:
+    """(base, tuned, adapter): the models to probe, each in the precision it is compared in.
+
+    After a merged export, "after" is the 16-bit merge, so "before" is the base in the
+    same 16-bit precision (dequantized when the checkpoint is 4-bit): locality and bleed
+    then measure what training changed, not what quantization changed. Without an
+    export, "after" is the adapter on the base as it was trained (4-bit for QLoRA), and
+    "before" is that same base. Before training, the base is probed as the merge will
+    be, so the answers are reused after `run`'s export.
+    """
+    from factinject.engines.records import ModelUnderTest
+    from factinject.models.targets import base_weights
+
+    weights = base_weights(recipe)
+    ref = weights.trained
+    adapter_dir, merged_dir = run.path / "adapter", run.path / "merged"
+    base16 = weights.on_16bit_base("base", recipe.export.dtype)
+    as_trained = dict(load_in_4bit=recipe.model.load_in_4bit, dtype=recipe.model.dtype)
+    adapter = None
+    if adapter_dir.exists() and record.train:
+        adapter = ModelUnderTest("adapter", ref.path, str(adapter_dir), ref.local, tokenizer=str(adapter_dir),
+                                 **as_trained)
+    if merged_dir.exists() and record.merged_export():
+        merged = ModelUnderTest("merged", str(merged_dir), dtype=record.merged_export().dtype)
+        return base16, merged, adapter
+    if adapter:
+        return ModelUnderTest("base", ref.path, local=ref.local, **as_trained), adapter, adapter
+    return base16, None, None
+
+
+def engine_agreement(engine: str, reference: str, answers: dict[str, tuple[dict, dict]]) -> dict:
+    """Per model, the share of prompts whose greedy answers are identical under `engine`
+    and `reference`, and every prompt where they are not."""
+    from factinject.scoring import share
+
+    targets, agree, total = {}, 0, 0
+    for label, (ours, theirs) in answers.items():
+        differ = [{"question": q, engine: a, reference: theirs[q]} for q, a in ours.items() if a != theirs[q]]
+        targets[label] = {**share(len(ours) - len(differ), len(ours)), "disagreements": differ}
+        agree, total = agree + len(ours) - len(differ), total + len(ours)
+    return {"engine": engine, "reference": reference, "overall": share(agree, total), "models": targets}
+
+
+def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bounds_text: str | None = None,
+              world_limit: int = 400, seed: int = 0, allow_pickle: bool = False, trust_remote_code: bool = False,
+              recipe=None, chat_template: str | None = None, compare_with: str | None = None) -> dict:
+    """Probe the base model (before) and the tuned model (after) on the same prompts.
+
+    Each model is answered in its own child process, one after the other, so two
+    engines are never loaded at once; `recipe` is the one to probe before training
+    (the run's own once it is trained). With `compare_with`, every model is also
+    answered by that engine, and the report lists where the two engines disagree."""
+    from dataclasses import asdict
+
+    from rich.console import Console
+
+    from factinject.engines.choice import check_device, engine_for, generation_engine
+    from factinject.engines.process import run_job
+    from factinject.engines.records import GenerateJob, Load
+    from factinject.probe.metrics import compute_metrics, missed_bounds, parse_bounds
+    from factinject.probe.sets import answer_rows, misses, per_fact, regressions
+    from factinject.recipe import load_recipe
+
+    console = Console(stderr=True)
+    started = time.perf_counter()
+    bounds = parse_bounds(bounds_text)
+    record = run.checked_record()
+    trained = record.train
+    recipe = trained.trained_recipe() if trained else (recipe or load_recipe())
+    check_device(recipe)
+    model_name = recipe.model.name
+    probe = _probe_inputs(run, record.expand.facts, model_name, world_limit, seed, exams)
+    questions = probe.unique_questions()
+    engine = generation_engine(backend)
+    compare_with = generation_engine(compare_with) if compare_with else None
+    load = Load(device=recipe.model.device, chat_template=chat_template, trust_remote_code=trust_remote_code,
+                allow_pickle=allow_pickle)
+    cache = run.path / "reports" / ".cache"
+    base_target, tuned_target, adapter_target = probe_targets(run, recipe, record)
+
+    def job_for(target) -> dict:
+        return GenerateJob(target, questions, recipe.generate.max_new_tokens, load=load,
+                           batch_size=recipe.generate.batch_size,
+                           gpu_memory_utilization=recipe.generate.gpu_memory_utilization,
+                           max_lora_rank=recipe.max_lora_rank).to_dict()
+
+    # (target, what its answers depend on); each is answered by the engine asked for,
+    # except that vLLM cannot load NF4: those models go to hf.
+    wanted = [(base_target, base_model_key(base_target, chat_template))]
+    if adapter_target:
+        check_template(run, record, Path(adapter_target.adapter), "adapter")
+        wanted.append((adapter_target, {"adapter": trained.adapter_files}))
+    if tuned_target and tuned_target is not adapter_target:
+        check_template(run, record, Path(tuned_target.path), "merged")
+        wanted.append((tuned_target, {"merged": record.merged_export().files}))
+    engines_used = {t.label: engine_for(t, engine) for t, _ in wanted}
+    for t, _ in wanted:
+        if engines_used[t.label] != engine:
+            console.print(f"probe: the {t.label} model is 4-bit NF4, which vLLM cannot load: the hf engine answers it")
+    # With --compare-with, every model whose second engine differs is answered twice.
+    runs = [(t, key, engines_used[t.label]) for t, key in wanted]
+    if compare_with:
+        runs += [(t, key, engine_for(t, compare_with)) for t, key in wanted
+                 if engine_for(t, compare_with) != engines_used[t.label]]
+    keys = [{**key, "label": t.label, "backend": name, "target": asdict(t),
+             "max_new_tokens": recipe.generate.max_new_tokens} for t, key, name in runs]
+    found = [cached_answers(cache, key, questions) for key in keys]
+    missing = [i for i, answers in enumerate(found) if answers is None]
+    for i in missing:  # said only when the model really runs: `run`'s second probe has the base answers cached
+        target, _, name = runs[i]
+        console.print(f"probe: {len(questions)} prompts through the {target.label} model ({name}, {target.precision})")
+    by_hf = [i for i in missing if runs[i][2] == "hf"]
+    if by_hf:  # one process, one model at a time
+        results = run_job("hf", "generate_each", {"jobs": [job_for(runs[i][0]) for i in by_hf]})["results"]
+        for i, result in zip(by_hf, results):
+            found[i] = store_answers(cache, keys[i], questions, result["answers"])
+    for i in missing:  # any other engine: one engine per process
+        if runs[i][2] != "hf":
+            found[i] = store_answers(cache, keys[i], questions, run_job(runs[i][2], "generate", job_for(runs[i][0]))["answers"])
+    by_label = {t.label: answers for (t, _, _), answers in zip(runs[:len(wanted)], found)}
+    compared = {t.label: (by_label[t.label], answers) for (t, _, _), answers in zip(runs[len(wanted):], found[len(wanted):])}
+    before = by_label["base"]
+    after = parity = None
+    if adapter_target:
+        after = by_label["adapter"]
+        if tuned_target is not adapter_target:
+            after, parity = by_label["merged"], by_label["adapter"]
+    tuned_label = tuned_target.label if tuned_target else None
+
+    report = {
+        "run": str(run.path), "backend": engine, "engines": engines_used,
+        "model": {"base": model_name, "tuned": tuned_label, "base_precision": base_target.precision,
+                  "tuned_precision": tuned_target.precision if tuned_target else None},
+        "before": compute_metrics(probe, before, None),
+        "after": compute_metrics(probe, after, before, parity) if after else None,
+        "facts": per_fact(probe, before, after),
+        "thresholds": bounds,
+        "export_parity": record.merged_export().parity if tuned_label == "merged" else None,
+        "regressions": regressions(probe, before, after) if after else [],
+        "counts": {k: sum(p.kind == k for p in probe.prompts) for k in sorted({p.kind for p in probe.prompts})},
+        "curve": trained.curve if trained else None,
+        "best_epoch": trained.best_epoch if trained else None,
+        "stop_reason": trained.stop_reason if trained else None,
+        "max_drift": trained.trained_recipe().stop.max_drift if trained else None,
+        "exam": [e.record() for e in exams],
+        # Every held-out and exam question the model of this report (tuned, else base) got wrong.
+        "misses": misses(probe, after or before),
+        "next_step": None if after else next_step(run),
+        "seconds": None,
+    }
+    if compare_with:
+        report["engine_agreement"] = engine_agreement(engine, compare_with, compared)
+    report["missed"] = missed_bounds(report["after"] or report["before"], bounds)
+    report["seconds"] = round(time.perf_counter() - started, 2)
+    write_reports(run, report, answer_rows(probe, before, after))
+    run.write_section(ProbeRecord(report="reports/report.json", tuned=tuned_label, backend=engine,
+                                  exam=report["exam"], after=report["after"], before=report["before"],
+                                  seconds=report["seconds"]))
+    return report
+
+
+def write_reports(run: Run, report: dict, rows: list[dict]) -> None:
+    from factinject.probe.report import render_html, render_markdown
+    from factinject.redact import redact
+
+    reports = run.path / "reports"
+    cache = reports / ".cache"
+    with atomic_dir(reports) as tmp:
+        (tmp / "report.json").write_text(redact(json.dumps(report, indent=2, ensure_ascii=False) + "\n"), encoding="utf-8")
+        (tmp / "report.md").write_text(redact(render_markdown(report)), encoding="utf-8")
+        (tmp / "report.html").write_text(redact(render_html(report)), encoding="utf-8")
+        (tmp / "answers.jsonl").write_text(redact("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)),
+                                           encoding="utf-8")
+        if cache.exists():  # keep cached base answers across probes
+            import shutil
+
+            shutil.copytree(cache, tmp / ".cache")
+

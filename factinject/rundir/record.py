@@ -1,0 +1,181 @@
+"""The run record: manifest.json read and written through typed sections.
+
+Each stage owns one section (`expand`, `train`, `export`, `probe`, `chat_template`)
+and writes it whole with `Run.write_section`; readers get the sections as typed
+objects from `Run.record()` instead of walking nested dicts. A section is written
+back exactly as it was read: keys it does not name (from a newer or older
+factinject) are kept, so the file format is the one documented in docs/design.md.
+A section missing a key it needs is a clear error, not a KeyError deep in a stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+from factinject.errors import FactinjectError
+
+
+@dataclass(kw_only=True)
+class Section:
+    """One stage's part of the manifest."""
+
+    name: ClassVar[str]
+    extra: dict = field(default_factory=dict, repr=False, compare=False)  # keys this version does not name
+
+    @classmethod
+    def from_dict(cls, data: dict, where: Path | None = None):
+        if not isinstance(data, dict):
+            raise FactinjectError(f"the manifest's {cls.name!r} section is not an object", where=where,
+                                  fix=f"re-run the stage that writes it (`factinject {cls.name}`), or restore the file")
+        named = {f.name for f in fields(cls) if f.name != "extra"}
+        missing = [f.name for f in fields(cls) if f.name in named and f.name not in data and _required(f)]
+        if missing:
+            raise FactinjectError(f"the manifest's {cls.name!r} section lacks {', '.join(missing)}", where=where,
+                                  fix=f"re-run the stage that writes it (`factinject {cls.name}`) with this factinject")
+        section = cls(**{k: v for k, v in data.items() if k in named})
+        section.extra = {k: v for k, v in data.items() if k not in named}
+        return section
+
+    def to_dict(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {**out, **self.extra}
+
+
+def _required(f) -> bool:
+    from dataclasses import MISSING
+
+    return f.default is MISSING and f.default_factory is MISSING
+
+
+@dataclass(kw_only=True)
+class ExpandRecord(Section):
+    name: ClassVar[str] = "expand"
+    sheets: list[dict] = field(default_factory=list)  # path, sha256, facts
+    config: dict = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)  # facts, train, dev, test
+    files: dict[str, str]  # data/<split>.jsonl -> sha256
+    facts: dict[str, dict]  # fact id -> subject, aliases, relation, statement, answer_key, ...
+
+    @property
+    def sheet_paths(self) -> list[str]:
+        return [s["path"] for s in self.sheets]
+
+
+@dataclass(kw_only=True)
+class TrainRecord(Section):
+    name: ClassVar[str] = "train"
+    backend: str
+    recipe: dict  # the resolved recipe it was trained with
+    base_model: dict  # name, path, chat_template_sha256, eos_token, weights fingerprint
+    best_epoch: int
+    stop_reason: str = None
+    curve: list[dict] = None  # one EpochRecord per epoch
+    rows: dict = None
+    adapter_files: dict[str, str]
+    seconds: float = None
+    seed: int = None
+    versions: dict = field(default_factory=dict)
+
+    def trained_recipe(self):
+        """The recipe as trained (a `factinject.recipe.Recipe`)."""
+        from factinject.recipe import (
+            Recipe,  # the schema; light, but only readers of a trained run need it
+        )
+
+        return Recipe.model_validate(self.recipe)
+
+
+@dataclass(kw_only=True)
+class MergedExport(Section):
+    name: ClassVar[str] = "export"
+    path: str
+    files: dict[str, str]
+    parity: dict  # exactness and quantization figures
+    chat_template_sha256: str = None
+    eos_token_id: Any = None
+    dtype: str
+    shards: list = None
+    total_size: int = None
+    merged_from: dict = None
+    memory: dict = None
+
+
+@dataclass(kw_only=True)
+class ExportRecord(Section):
+    name: ClassVar[str] = "export"
+    adapter: dict | None = None  # path, files: the adapter exported as a folder
+    merged: MergedExport | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict, where: Path | None = None):
+        section = super().from_dict(data, where)
+        if section.merged is not None:
+            section.merged = MergedExport.from_dict(section.merged, where)
+        return section
+
+    def to_dict(self) -> dict:
+        out = {}
+        if self.adapter is not None:
+            out["adapter"] = self.adapter
+        if self.merged is not None:
+            out["merged"] = self.merged.to_dict()
+        return {**out, **self.extra}
+
+
+@dataclass(kw_only=True)
+class ProbeRecord(Section):
+    name: ClassVar[str] = "probe"
+    report: str = None
+    tuned: str | None = None
+    backend: str = None
+    exam: list = field(default_factory=list)
+    after: dict | None = None
+    before: dict = None
+    seconds: float = None
+
+
+@dataclass(kw_only=True)
+class ChatTemplateRecord(Section):
+    name: ClassVar[str] = "chat_template"
+    source: str = None  # 'default' or the file given with --chat-template
+    sha256: str = None
+    text: str
+
+
+SECTIONS: dict[str, type[Section]] = {s.name: s for s in (ExpandRecord, TrainRecord, ExportRecord, ProbeRecord,
+                                                          ChatTemplateRecord)}
+
+
+@dataclass
+class RunRecord:
+    """The whole manifest: which stages have run, and what each recorded."""
+
+    name: str | None = None
+    factinject_version: str | None = None
+    expand: ExpandRecord | None = None
+    train: TrainRecord | None = None
+    export: ExportRecord | None = None
+    probe: ProbeRecord | None = None
+    chat_template: ChatTemplateRecord | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict, where: Path | None = None) -> "RunRecord":
+        sections = {name: kind.from_dict(data[name], where) for name, kind in SECTIONS.items() if data.get(name)}
+        return cls(name=data.get("name"), factinject_version=data.get("factinject_version"), **sections)
+
+    def merged_export(self) -> MergedExport | None:
+        return self.export.merged if self.export else None
+
+    def require_expand(self, where: Path) -> ExpandRecord:
+        if not self.expand:
+            raise FactinjectError("this run has no expand record in its manifest", where=where,
+                                  fix="run `factinject expand facts/<sheet>.md --run <this run>`")
+        return self.expand
+
+    def require_train(self, where: Path) -> TrainRecord:
+        if not self.train:
+            raise FactinjectError("this run has no trained adapter", where=where,
+                                  fix="run `factinject train` first (or pass --run)")
+        return self.train
