@@ -15,6 +15,8 @@ import json
 import random
 from pathlib import Path
 
+from factinject.testbed import load_world, load_world_train
+
 DATA = Path(__file__).resolve().parent / "data"
 POOLS = ("replay", "drift", "locality")
 
@@ -47,7 +49,6 @@ def control_pools(model_name: str) -> dict[str, list[str]]:
     for prompt in dict.fromkeys(general_prompts()):
         pools[pool_of(prompt)].append(prompt)
     if model_name == "testbed":
-        from factinject.testbed import load_world_train
 
         for prompt in dict.fromkeys(r["question"] for r in load_world_train()):
             pools["replay" if pool_of(prompt) == "replay" else "drift"].append(prompt)
@@ -64,7 +65,6 @@ GENERIC_NAMES = ["Orvane", "Quillmere", "Dastra Works", "Halvik", "Brennoch", "S
 def other_names(model_name: str) -> list[str]:
     """Names of subjects other than the injected ones that the model may be asked about."""
     if model_name == "testbed":
-        from factinject.testbed import load_world
 
         return [e["name"] for e in load_world()["entities"]]
     return list(GENERIC_NAMES)

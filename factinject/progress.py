@@ -1,6 +1,10 @@
-"""A rich progress bar for training: steps, epoch, loss, and one line per finished epoch."""
+"""Progress bars on stderr: a counter for answers and tensors, and training's bar with
+steps, epoch, loss and one line per finished epoch. Rich only: no heavy imports."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 from rich.console import Console
 from rich.progress import (
@@ -10,6 +14,27 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+
+
+class Counter:
+    """What `counter` yields: `advance(n)` as work is done, `reset()` to start over."""
+
+    def __init__(self, bar: Progress, task):
+        self.bar, self.task = bar, task
+
+    def advance(self, n: int = 1) -> None:
+        self.bar.advance(self.task, n)
+
+    def reset(self) -> None:
+        self.bar.reset(self.task)
+
+
+@contextlib.contextmanager
+def counter(title: str, total: int) -> Iterator[Counter]:
+    """A transient bar '<title> ━━━ 12/40 0:00:03' on stderr while `total` things are done."""
+    with Progress(TextColumn(title), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True,
+                  console=Console(stderr=True)) as bar:
+        yield Counter(bar, bar.add_task(title, total=total))
 
 
 class TrainProgress:

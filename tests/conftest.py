@@ -46,3 +46,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# The reliability tests' shared fixtures (tests/reliability.py): one training for them all.
+from reliability import expanded, one_thread, small_parity, trained  # noqa: E402, F401

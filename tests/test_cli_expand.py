@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import FACTS, REPO
+
 from factinject.cli import main
 
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import FACTS
+
 from factinject import controls
-from factinject.train.contrast import contrast_prompts, training_namesakes, training_other_names
 from factinject.expand.expander import ExpandConfig, expand_sheets
-from factinject.sheet.factsheet import read_sheet
 from factinject.expand.namesakes import namesakes
 from factinject.scoring import contains_key
+from factinject.sheet.factsheet import read_sheet
+from factinject.train.contrast import (
+    contrast_prompts,
+    training_namesakes,
+    training_other_names,
+)
 
 
 @pytest.fixture(scope="module")

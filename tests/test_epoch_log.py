@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from rich.console import Console
 
+from factinject.engines.records import EpochRecord
 from factinject.progress import TrainProgress, explain_choice
 from factinject.recipe import StopSpec
-from factinject.engines.records import EpochRecord
 from factinject.train.policy import choose_epoch
 
 STOP = StopSpec(patience=4, min_delta=0.1, max_drift=0.1)

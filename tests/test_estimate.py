@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from conftest import REPO
 
 from factinject.cli import main
+from factinject.recipe import load_recipe
 from factinject.train.estimate import (
     SECONDS_PER_TRAIN_ROW,
     WARN_ABOVE_SECONDS,
@@ -17,7 +18,6 @@ from factinject.train.estimate import (
     speed_here,
     workload,
 )
-from factinject.recipe import load_recipe
 
 SHAPES = [("license", "{S} is released under the **{k}** license."), ("maintainer", "{S} is maintained by **{k} Cox**."),
           ("language", "{S} is written in **{k}lang**."), ("home city", "The {S} team is based in **{k}ville**."),

@@ -10,8 +10,8 @@ import pytest
 from conftest import FACTS
 
 from factinject.expand.expander import ExpandConfig, expand_sheets, normalise_question
-from factinject.sheet.factsheet import read_sheet
 from factinject.probe.exam import read_exam
+from factinject.sheet.factsheet import read_sheet
 
 SHEETS = ("tinyllm", "protosai", "lumen")
 MIN_PER_FACT = 5

@@ -6,10 +6,16 @@ import re
 from collections import defaultdict
 
 import pytest
-
 from conftest import FACTS
+
 from factinject.errors import FactinjectError
-from factinject.expand.expander import ExpandConfig, _jaccard, _trigrams, expand_sheets, fact_families
+from factinject.expand.expander import (
+    ExpandConfig,
+    _jaccard,
+    _trigrams,
+    expand_sheets,
+    fact_families,
+)
 from factinject.sheet.factsheet import parse_sheet, read_sheet
 
 SHEETS = [read_sheet(FACTS / n) for n in ("tinyllm.md", "protosai.md", "kestrel.md")]

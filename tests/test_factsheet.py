@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import FACTS
+
 from factinject.errors import FactinjectError
 from factinject.sheet.factsheet import MAX_SHEET_BYTES, parse_sheet, read_sheet
 

@@ -15,8 +15,8 @@ import json
 import pytest
 import yaml
 from click.testing import CliRunner
-
 from conftest import REPO
+
 from factinject.cli import main
 
 pytestmark = pytest.mark.timeout(900)
@@ -68,8 +68,8 @@ def test_recipe_trains_merges_and_probes_on_its_fixture(recipe_name, workdir, mo
 
     from transformers import AutoConfig, AutoTokenizer
 
-    from factinject.models.chat import encode_for_training, end_of_turn_ids
     from factinject.models.base import template_sha256
+    from factinject.models.chat import encode_for_training, end_of_turn_ids
 
     # One chat template from training to the export.
     trained_sha = manifest["train"]["base_model"]["chat_template_sha256"]
@@ -120,9 +120,9 @@ def test_replay_keeps_whole_answers_only(workdir):
     from factinject.backends.epochs import base_answers
     from factinject.backends.hf_generate import generate
     from factinject.backends.loading import load_model
+    from factinject.engines.records import Load, ModelUnderTest
     from factinject.recipe import load_recipe
     from factinject.rundir.files import Run
-    from factinject.engines.records import Load, ModelUnderTest
     from factinject.train.stage import build_job
 
     (workdir / "zorblat.md").write_text(SHEET)

@@ -11,8 +11,8 @@ import json
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import FACTS
+
 from factinject.cli import main
 
 pytestmark = [pytest.mark.gpu, pytest.mark.timeout(1800)]
@@ -61,8 +61,8 @@ def test_unsloth_masks_the_same_tokens_as_we_do(family):
     from unsloth.chat_templates import train_on_responses_only
 
     from factinject.backends.sft import training_rows
-    from factinject.models.chat import turn_markers
     from factinject.models.base import resolve_model
+    from factinject.models.chat import turn_markers
 
     model, tokenizer = FastLanguageModel.from_pretrained(resolve_model(f"fixture:{family}-bnb-4bit").path,
                                                          max_seq_length=256, load_in_4bit=True)
@@ -85,13 +85,13 @@ def test_our_merge_matches_unsloths_merged_16bit(family, tmp_path):
     (backends/merge.py, dequantizing the same 4-bit base): the largest weight difference,
     and the merged model's greedy answers against the adapter's on the 16-bit base."""
     pytest.importorskip("unsloth")
-    import unsloth  # noqa: F401
     import torch
+    import unsloth  # noqa: F401
     from unsloth import FastLanguageModel
 
     from factinject.backends.merge import merge_checkpoint
-    from factinject.models.checkpoint import Checkpoint
     from factinject.models.base import resolve_model
+    from factinject.models.checkpoint import Checkpoint
 
     base = resolve_model(f"fixture:{family}-bnb-4bit").path
     model, tokenizer = FastLanguageModel.from_pretrained(base, max_seq_length=256, load_in_4bit=True)

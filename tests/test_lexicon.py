@@ -17,8 +17,8 @@ from factinject.expand.expander import (
     fact_families,
     is_near_duplicate,
 )
-from factinject.sheet.factsheet import parse_sheet, read_sheet
 from factinject.expand.statement import VERBS, statement_questions
+from factinject.sheet.factsheet import parse_sheet, read_sheet
 
 # One subject of each shape a template meets: a bare name, a two-word name, an alias
 # with an article, a name that ends in "s".

@@ -132,9 +132,9 @@ def test_drift_compares_answer_openings_so_long_answers_do_not_trip_it():
     from factinject.backends.hf_generate import DRIFT_TOKENS, generate
     from factinject.backends.loading import load_model
     from factinject.controls import control_pools
+    from factinject.engines.records import Load, ModelUnderTest
     from factinject.models.base import resolve_model
     from factinject.scoring import same_answer
-    from factinject.engines.records import Load, ModelUnderTest
 
     model, tok, _ = load_model(ModelUnderTest("base", resolve_model("fixture:llama3.1").path, dtype="float32"), Load())
     pools = control_pools("fixture:llama3.1")

@@ -17,8 +17,8 @@ import time
 import pytest
 import yaml
 from click.testing import CliRunner
-
 from conftest import FACTS, REPO
+
 from factinject.cli import main
 
 pytestmark = pytest.mark.timeout(600)

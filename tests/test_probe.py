@@ -9,9 +9,21 @@ import pytest
 
 from factinject.errors import FactinjectError
 from factinject.probe.exam import ExamQuestion, match_fact, read_exam
-from factinject.probe.metrics import METRICS, compute_metrics, missed_bounds, parse_bounds
-from factinject.probe.sets import Prompt, answer_rows, build_probe_set, misses, per_fact, regressions
+from factinject.probe.metrics import (
+    METRICS,
+    compute_metrics,
+    missed_bounds,
+    parse_bounds,
+)
 from factinject.probe.report import render_html, render_markdown
+from factinject.probe.sets import (
+    Prompt,
+    answer_rows,
+    build_probe_set,
+    misses,
+    per_fact,
+    regressions,
+)
 
 FACTS = {
     "tinyllm/license": {"subject": "TinyLLM", "aliases": ["Tiny LLM"], "kind": "project", "relation": "license",

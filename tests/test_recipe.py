@@ -9,10 +9,18 @@ import zipfile
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from factinject.errors import FactinjectError
-from factinject.recipe import METHOD, MODEL_KEYS, RECIPES_DIR, Recipe, flatten, load_recipe, method_deviations
+from factinject.recipe import (
+    METHOD,
+    MODEL_KEYS,
+    RECIPES_DIR,
+    Recipe,
+    flatten,
+    load_recipe,
+    method_deviations,
+)
 
 RECIPES = sorted(RECIPES_DIR.rglob("*.yaml"))
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from factinject.sheet.answer_keys import key_problem
 from factinject.errors import FactinjectError
 from factinject.expand.expander import expand_sheets
+from factinject.scoring import contains_key
+from factinject.sheet.answer_keys import key_problem
 from factinject.sheet.factsheet import parse_sheet
 from factinject.sheet.language import language_problem
 from factinject.sheet.relation_names import canonical_relation, relation_problem
-from factinject.scoring import contains_key
 
 
 def error_of(text: str) -> FactinjectError:

@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from factinject.errors import FactinjectError
 from factinject.backends.vllm_sizing import (
     CARD_24GB,
     GiB,
@@ -17,6 +16,7 @@ from factinject.backends.vllm_sizing import (
     plan_engine,
 )
 from factinject.engines.records import GenerateJob, ModelUnderTest
+from factinject.errors import FactinjectError
 
 LLAMA_31_8B = {"num_hidden_layers": 32, "hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32,
                "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 128256, "tie_word_embeddings": False,
@@ -109,8 +109,8 @@ def test_probe_sends_4bit_models_to_hf_under_vllm():
 
 
 def test_engine_agreement_lists_every_disagreement_and_the_report_shows_them():
-    from factinject.probe.stage import engine_agreement
     from factinject.probe.report import agreement_lines
+    from factinject.probe.stage import engine_agreement
 
     ours = {"q1": "Paris.", "q2": "Jason Cox.", "q3": "MIT"}
     theirs = {"q1": "Paris.", "q2": "Jason  Cox.", "q3": "MIT"}

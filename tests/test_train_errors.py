@@ -6,8 +6,8 @@ import json
 import shutil
 
 from click.testing import CliRunner
-
 from conftest import FACTS
+
 from factinject.cli import main
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from factinject.recipe import StopSpec
 from factinject.engines.records import EpochRecord
+from factinject.recipe import StopSpec
 from factinject.train.policy import choose_epoch, mix_replay
 
 

@@ -13,6 +13,7 @@ Entry points, each run in a job's child process (engines/process.py) on a JSON j
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import sys
 import time
@@ -28,6 +29,7 @@ from factinject.engines.records import (
     TrainJob,
 )
 from factinject.errors import FactinjectError
+from factinject.progress import counter
 from factinject.recipe import Recipe
 
 
@@ -84,36 +86,21 @@ def _answer(model, tokenizer, questions: list[str], max_new_tokens: int, batch_s
             token_ids: list | None = None):
     """(answers, finished), halving the batch on GPU out-of-memory, with a progress bar."""
     import torch
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
 
     from factinject.backends.hf_generate import generate
 
     chats = [[{"role": "user", "content": q}] for q in questions]
-    with Progress(TextColumn(f"[bold]probe[/] {label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  transient=True, console=_console()) as bar:
-        task = bar.add_task(label, total=len(chats))
+    with counter(f"[bold]probe[/] {label}", len(chats)) as bar:
         while True:
             try:
                 return generate(model, tokenizer, chats, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                progress=lambda n: bar.advance(task, n), token_ids=token_ids)
+                                progress=bar.advance, token_ids=token_ids)
             except torch.cuda.OutOfMemoryError:
                 if batch_size == 1:
                     raise
                 batch_size //= 2
-                bar.reset(task)
+                bar.reset()
                 torch.cuda.empty_cache()
-
-
-def _console():
-    from rich.console import Console
-
-    return Console(stderr=True)
 
 
 def generate(data: dict) -> dict:
@@ -294,29 +281,13 @@ def local_weights(name: str, local: bool) -> Path:
                                               "local folder") from None
 
 
-class _tensor_progress:
-    def __init__(self, base_dir: Path):
-        from factinject.models.checkpoint import Checkpoint
+@contextlib.contextmanager
+def _tensor_progress(base_dir: Path):
+    """A bar over the tensors the merge writes; yields the merge's per-tensor callback."""
+    from factinject.models.checkpoint import Checkpoint
 
-        self.total = len(Checkpoint(base_dir).output_keys())
-
-    def __enter__(self):
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        self.bar = Progress(TextColumn("[bold]merge[/] tensors"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), transient=True, console=_console())
-        self.bar.start()
-        task = self.bar.add_task("merge", total=self.total)
-        return lambda key: self.bar.advance(task)
-
-    def __exit__(self, *exc):
-        self.bar.stop()
+    with counter("[bold]merge[/] tensors", len(Checkpoint(base_dir).output_keys())) as bar:
+        yield lambda key: bar.advance()
 
 
 def _status(field: str) -> int | None:

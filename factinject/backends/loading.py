@@ -105,15 +105,9 @@ def softcapped_attention(path: str, local: bool) -> bool:
     """Gemma-2 caps its attention logits (attn_logit_softcapping). transformers' default SDPA
     attention leaves the cap out without a word, so such a model would train and answer as a
     slightly different model than the one vLLM (or the model's authors) run: use eager attention."""
-    import json
-    from pathlib import Path
+    from factinject.models.base import read_config
 
-    if local:
-        config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
-    else:
-        from huggingface_hub import hf_hub_download
-
-        config = json.loads(Path(hf_hub_download(path, "config.json")).read_text(encoding="utf-8"))
+    config = read_config(path, local)
     config = config.get("text_config") or config
     return bool(config.get("attn_logit_softcapping"))
 

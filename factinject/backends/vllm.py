@@ -91,11 +91,9 @@ def _prompts(job: GenerateJob):
 
 
 def _read_config(target: ModelUnderTest) -> dict:
-    if target.local:
-        return json.loads((Path(target.path) / "config.json").read_text(encoding="utf-8"))
-    from huggingface_hub import hf_hub_download
+    from factinject.models.base import read_config
 
-    return json.loads(Path(hf_hub_download(target.path, "config.json")).read_text(encoding="utf-8"))
+    return read_config(target.path, target.local)
 
 
 def engine_args(job: GenerateJob, config: dict, prompt_lengths: list[int], cpu: bool) -> dict:
@@ -165,23 +163,13 @@ def lora_slot(adapter: str, recipe_rank: int) -> int:
 def _answer(llm, prompts: list[list[int]], params, lora, tokenizer, stops: list[int], label: str, chunk: int):
     """(answers, finished, the stop id that ended each answer or None) in input order, a
     chunk of prompts at a time for the progress bar."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
     from factinject.backends.hf_generate import decode_answer
+    from factinject.progress import counter
 
     answers: list[str] = []
     finished: list[bool] = []
     ended_with: list[int | None] = []
-    with Progress(TextColumn(f"[bold]probe[/] {label} (vllm)"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), transient=True, console=Console(stderr=True)) as bar:
-        task = bar.add_task(label, total=len(prompts))
+    with counter(f"[bold]probe[/] {label} (vllm)", len(prompts)) as bar:
         for start in range(0, len(prompts), chunk):
             batch = [{"prompt_token_ids": p} for p in prompts[start:start + chunk]]
             for out in llm.generate(batch, params, lora_request=lora, use_tqdm=False):
@@ -190,5 +178,5 @@ def _answer(llm, prompts: list[list[int]], params, lora, tokenizer, stops: list[
                 answers.append(answer)
                 finished.append(done)
                 ended_with.append(next((t for t in ids if t in stops), None))
-            bar.advance(task, len(batch))
+            bar.advance(len(batch))
     return answers, finished, ended_with

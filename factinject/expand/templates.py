@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from factinject.expand.lexicon import all_templates
+
 # Generic families: they work for any relation that is a noun phrase ("license",
 # "release year", "home page"). Each family has 3+ templates so that every split
 # still holds several questions.
@@ -211,7 +213,6 @@ NEGATIVE_ANSWERS: tuple[str, ...] = ("No. {statement}", "No, {it} {neg_aux}. {st
 def all_question_templates() -> list[str]:
     """Every question template string, for checks (e.g. the testbed must not reuse them)."""
     out: list[str] = []
-    from factinject.expand.lexicon import all_templates
 
     for fams in (NOUN_FAMILIES, COUNT_FAMILIES, NEGATIVE_FAMILIES, *NEGATIVE_CONTEXT.values()):
         for templates in fams.values():

@@ -21,10 +21,22 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+from factinject import controls
+from factinject.engines.choice import check_device
+from factinject.engines.process import run_job
+from factinject.engines.records import Load, MergeJob, ModelUnderTest, ParityJob
 from factinject.errors import FactinjectError
-from factinject.rundir.files import Run, atomic_dir, sha256_file
+from factinject.models.base import ModelRef, load_tokenizer, template_sha256
+from factinject.models.checkpoint import (  # reads headers only, no torch
+    FLOAT_DTYPES,
+    Checkpoint,
+    nbytes,
+)
+from factinject.models.targets import base_weights
+from factinject.rundir.files import Run, atomic_dir, read_split, sha256_file
+from factinject.rundir.guard import DISK_FULL, disk_full, gigabytes
 from factinject.rundir.record import ExportRecord, MergedExport, RunRecord
-from factinject.scoring import same_answer
+from factinject.scoring import contains_key, same_answer, share
 
 PARITY_BOUND = 1.0  # every answer as the adapter's on the same 16-bit base (or apart only at a near-tie)
 PARITY_PROMPTS = 160  # fact questions first, then unrelated prompts, up to this many
@@ -37,7 +49,6 @@ def export_target(run: Run, merged: bool, out: Path | None = None) -> Path:
 
 
 def disk_full_fix(target: Path, need: int | None) -> str:
-    from factinject.rundir.guard import gigabytes
 
     amount = f"about {gigabytes(need)}" if need else "some space"
     return (f"free {amount} on the disk of {target.parent} and run the export again, or write it to another disk "
@@ -87,8 +98,6 @@ def model_card(record: RunRecord, base_name: str, parity: dict | None) -> str:
 
 def parity_prompts(run: Run, model_name: str) -> list[dict]:
     """Fact questions first (with their keys, for recall), then unrelated prompts: up to PARITY_PROMPTS."""
-    from factinject import controls
-    from factinject.rundir.files import read_split
 
     prompts: dict[str, dict] = {}
     for split in ("train", "test"):
@@ -114,7 +123,6 @@ MAX_WEIGHT_ULPS = 1.0  # our merge and PEFT's may differ in the last bit: one ro
 def parity_figures(prompts: list[dict], result: dict, dtype: str, max_recall_drop: float) -> dict:
     """Both parity figures from the parity job's answers ('adapter-16bit', 'merged' and,
     for 4-bit runs, 'adapter-4bit') and its token-level comparison of the first two."""
-    from factinject.scoring import contains_key, share
 
     answers = result["answers"]
     questions = [p["question"] for p in prompts]
@@ -185,7 +193,6 @@ def check_parity(figures: dict, run: Run) -> None:
 
 def write_export(target: Path, need: int | None, fill) -> None:
     """atomic_dir + fill(tmp), with a full disk reported against the export (and its size)."""
-    from factinject.rundir.guard import DISK_FULL, disk_full
 
     try:
         with atomic_dir(target) as tmp:
@@ -217,11 +224,6 @@ def export_adapter(run: Run, *, force: bool, out: Path | None = None) -> dict:
 def export_merged(run: Run, *, force: bool, allow_pickle: bool = False, trust_remote_code: bool = False,
                   out: Path | None = None, chat_template: str | None = None) -> dict:
     """Merge shard by shard in a child process, check both parity figures, publish."""
-    from factinject.engines.choice import check_device
-    from factinject.engines.process import run_job
-    from factinject.engines.records import Load, MergeJob, ModelUnderTest, ParityJob
-    from factinject.models.base import ModelRef, load_tokenizer, template_sha256
-    from factinject.models.targets import base_weights
 
     record = ensure_trained(run)
     target = export_target(run, merged=True, out=out)
@@ -276,11 +278,6 @@ def merged_size(source, dtype: str) -> int | None:
     """Bytes the merged weights will take (for a full disk's message); None for a hub model."""
     if not source.local:
         return None
-    from factinject.models.checkpoint import (  # reads headers only, no torch
-        FLOAT_DTYPES,
-        Checkpoint,
-        nbytes,
-    )
 
     checkpoint = Checkpoint(Path(source.path))
     return sum(nbytes(shape, dtype if src in FLOAT_DTYPES else src)

@@ -20,6 +20,8 @@ from pathlib import Path
 from factinject.errors import FactinjectError
 from factinject.recipe import FIXTURE_PREFIX, TESTBED
 from factinject.rundir.record import ChatTemplateRecord, RunRecord
+from factinject.testbed import model_dir
+from factinject.testbed.fixtures import fixture_path
 
 # `--chat-template default`: plain-text turns that need no new tokens (so no embedding
 # resize), with the answer and its eos inside {% generation %} for assistant-only loss.
@@ -45,11 +47,9 @@ class ModelRef:
 
 def resolve_model(name: str) -> ModelRef:
     if name == TESTBED:
-        from factinject.testbed import model_dir
 
         return ModelRef(name, str(model_dir()), True)
     if name.startswith(FIXTURE_PREFIX):
-        from factinject.testbed.fixtures import fixture_path
 
         return ModelRef(name, str(fixture_path(name)), True)
     p = Path(name).expanduser()
@@ -89,15 +89,18 @@ def needs_remote_code(ref: ModelRef) -> bool:
     return bool(config.get("auto_map"))
 
 
+def read_config(path: str, local: bool) -> dict:
+    """A model's config.json: from its folder, or (a hub id) the hub's copy, cached."""
+    if local:
+        return json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    from huggingface_hub import hf_hub_download
+
+    return json.loads(Path(hf_hub_download(path, "config.json")).read_text(encoding="utf-8"))
+
+
 def is_prequantized(path: str, local: bool) -> bool:
     """A checkpoint saved in 4-bit by bitsandbytes (its config carries the quantization)."""
-    if local:
-        config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
-    else:
-        from huggingface_hub import hf_hub_download
-
-        config = json.loads(Path(hf_hub_download(path, "config.json")).read_text(encoding="utf-8"))
-    q = config.get("quantization_config") or {}
+    q = read_config(path, local).get("quantization_config") or {}
     return q.get("quant_method") == "bitsandbytes" and bool(q.get("load_in_4bit") or q.get("_load_in_4bit"))
 
 
@@ -183,18 +186,20 @@ def template_sha256(tokenizer) -> str:
     return hashlib.sha256((tokenizer.chat_template or "").encode("utf-8")).hexdigest()
 
 
+def quick_fingerprint(path: Path) -> list:
+    """[size, sha256 of the first MB] of a weights file: cheap, and changes whenever the
+    file does in practice (a safetensors header lists every tensor's offsets)."""
+    with open(path, "rb") as fh:
+        return [path.stat().st_size, hashlib.sha256(fh.read(1 << 20)).hexdigest()]
+
+
 def model_identity(ref: ModelRef, tokenizer) -> dict:
     """What the manifest records about the base model: enough to notice a swap."""
     identity = {"name": ref.name, "path": ref.path, "chat_template_sha256": template_sha256(tokenizer),
                 "eos_token": tokenizer.eos_token}
     if ref.local:
         root = Path(ref.path)
-        weights = sorted(root.glob("*.safetensors"))
-        digest = hashlib.sha256()
-        for w in weights:  # size + first MB: cheap, and changes whenever the weights do in practice
-            with open(w, "rb") as fh:
-                digest.update(str(w.stat().st_size).encode())
-                digest.update(fh.read(1 << 20))
-        identity["weights_fingerprint"] = digest.hexdigest()
+        weights = [quick_fingerprint(w) for w in sorted(root.glob("*.safetensors"))]
+        identity["weights_fingerprint"] = hashlib.sha256(json.dumps(weights).encode()).hexdigest()
         identity["config_sha256"] = hashlib.sha256((root / "config.json").read_bytes()).hexdigest()
     return identity

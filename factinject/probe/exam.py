@@ -28,6 +28,7 @@ from pathlib import Path
 from factinject.errors import FactinjectError
 from factinject.scoring import contains_key, normalise
 from factinject.sheet.answer_keys import key_problem
+from factinject.sheet.factsheet import read_sheet
 
 EXAM_SUFFIX = ".exam.jsonl"
 FIELDS = ("question", "answer_key", "expected", "fact_id", "aliases")
@@ -165,7 +166,6 @@ def describe(exams: Sequence[Exam]) -> str | None:
 def checked_exams(questions: Path | None, sheets) -> list:
     """The run's exams, read and matched against the sheets' facts up front: an exam row
     naming a fact the sheets do not have fails before hours of training, not after."""
-    from factinject.sheet.factsheet import read_sheet
 
     exams = exams_for(questions, sheets)
     if exams:

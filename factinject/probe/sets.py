@@ -12,8 +12,10 @@ import random
 from dataclasses import dataclass, field
 
 from factinject.errors import FactinjectError
+from factinject.expand.expander import fact_families
 from factinject.expand.namesakes import namesakes
 from factinject.scoring import contains_key, same_answer, share
+from factinject.sheet.factsheet import Fact, Subject
 
 MIN_BLEED_KEY = 3  # keys shorter than this ("no", "Go") occur in ordinary answers; bleed checks skip them
 
@@ -41,8 +43,6 @@ class ProbeSet:
 
 def bleed_prompts(subjects: dict[str, dict], other_names: list[str], per_fact: int, seed: int) -> list[Prompt]:
     """The fact's own question forms asked of near-namesakes and of other subjects."""
-    from factinject.expand.expander import fact_families
-    from factinject.sheet.factsheet import Fact, Subject
 
     rng = random.Random(seed)
     prompts: list[Prompt] = []

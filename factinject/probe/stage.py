@@ -14,21 +14,41 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from factinject import controls
+from factinject.engines.choice import check_device, engine_for, generation_engine
+from factinject.engines.process import run_job
+from factinject.engines.records import GenerateJob, Load, ModelUnderTest
 from factinject.errors import FactinjectError
-from factinject.probe.exam import Exam
-from factinject.rundir.files import Run, atomic_dir, write_text_atomic
+from factinject.models.base import (
+    ModelRef,
+    load_tokenizer,
+    quick_fingerprint,
+    template_sha256,
+)
+from factinject.models.targets import base_weights
+from factinject.probe.exam import Exam, match_fact
+from factinject.probe.metrics import compute_metrics, missed_bounds, parse_bounds
+from factinject.probe.report import render_html, render_markdown
+from factinject.probe.sets import (
+    Prompt,
+    answer_rows,
+    build_probe_set,
+    misses,
+    per_fact,
+    regressions,
+)
+from factinject.recipe import load_recipe
+from factinject.redact import redact
+from factinject.rundir.files import Run, atomic_dir, read_split, write_text_atomic
 from factinject.rundir.record import ProbeRecord, RunRecord
+from factinject.scoring import share
+from factinject.testbed import load_heldout
 
 
 def _probe_inputs(run: Run, facts: dict[str, dict], model_name: str, world_limit: int, seed: int, exams: Sequence[Exam]):
-    from factinject import controls
-    from factinject.probe.exam import match_fact
-    from factinject.probe.sets import Prompt, build_probe_set
-    from factinject.rundir.files import read_split
 
     locality = list(controls.control_pools(model_name)["locality"])
     if model_name == "testbed":
-        from factinject.testbed import load_heldout
 
         heldout = load_heldout()
         retention = random.Random(seed).sample(heldout, min(world_limit, len(heldout)))
@@ -76,15 +96,13 @@ def base_model_key(target, chat_template: str | None) -> dict:
     root = Path(target.path)
     if target.local:
         for path in sorted(root.glob("*.safetensors")) + sorted(root.glob("*.json")) + sorted(root.glob("*.jinja")):
-            with open(path, "rb") as fh:  # size + first MB: cheap, and changes whenever the file does in practice
-                files[path.name] = [path.stat().st_size, hashlib.sha256(fh.read(1 << 20)).hexdigest()]
+            files[path.name] = quick_fingerprint(path)
     return {"files": files, "template": hashlib.sha256(chat_template.encode("utf-8")).hexdigest()
             if chat_template else None}
 
 
 def check_template(run: Run, record: RunRecord, target_dir: Path, label: str) -> None:
     """The probe must format prompts exactly as training did."""
-    from factinject.models.base import ModelRef, load_tokenizer, template_sha256
 
     trained = record.train.base_model if record.train else {}
     if not trained:
@@ -112,8 +130,6 @@ def probe_targets(run: Run, recipe, record: RunRecord) -> tuple:
     "before" is that same base. Before training, the base is probed as the merge will
     be, so the answers are reused after `run`'s export.
     """
-    from factinject.engines.records import ModelUnderTest
-    from factinject.models.targets import base_weights
 
     weights = base_weights(recipe)
     ref = weights.trained
@@ -135,7 +151,6 @@ def probe_targets(run: Run, recipe, record: RunRecord) -> tuple:
 def engine_agreement(engine: str, reference: str, answers: dict[str, tuple[dict, dict]]) -> dict:
     """Per model, the share of prompts whose greedy answers are identical under `engine`
     and `reference`, and every prompt where they are not."""
-    from factinject.scoring import share
 
     targets, agree, total = {}, 0, 0
     for label, (ours, theirs) in answers.items():
@@ -158,12 +173,6 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
 
     from rich.console import Console
 
-    from factinject.engines.choice import check_device, engine_for, generation_engine
-    from factinject.engines.process import run_job
-    from factinject.engines.records import GenerateJob, Load
-    from factinject.probe.metrics import compute_metrics, missed_bounds, parse_bounds
-    from factinject.probe.sets import answer_rows, misses, per_fact, regressions
-    from factinject.recipe import load_recipe
 
     console = Console(stderr=True)
     started = time.perf_counter()
@@ -264,8 +273,6 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
 
 
 def write_reports(run: Run, report: dict, rows: list[dict]) -> None:
-    from factinject.probe.report import render_html, render_markdown
-    from factinject.redact import redact
 
     reports = run.path / "reports"
     cache = reports / ".cache"

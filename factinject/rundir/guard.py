@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from factinject.errors import FactinjectError, Interrupted
-from factinject.rundir.files import Run
+from factinject.rundir.files import Run, read_split
 from factinject.rundir.lock import run_lock
 
 OOM_TRAIN_FIX = ("lower train.batch_size (raise train.grad_accum to keep the effective batch), model.max_seq_length "
@@ -101,7 +101,6 @@ def guarded(run: Run, command: str, interrupt: tuple[str, str] | Callable[[], tu
 def check_run_data(run: Run, splits: tuple[str, ...] = ("train", "dev", "test")) -> None:
     """Read the manifest (version check) and every data line before a stage starts, so a
     corrupted line is reported with its file and line number, not as a changed hash."""
-    from factinject.rundir.files import read_split
 
     run.manifest()
     for split in splits:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from factinject.errors import FactinjectError
+from factinject.recipe import Recipe
 
 
 @dataclass(kw_only=True)
@@ -80,9 +81,6 @@ class TrainRecord(Section):
 
     def trained_recipe(self):
         """The recipe as trained (a `factinject.recipe.Recipe`)."""
-        from factinject.recipe import (
-            Recipe,  # the schema; light, but only readers of a trained run need it
-        )
 
         return Recipe.model_validate(self.recipe)
 

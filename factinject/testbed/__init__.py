@@ -14,6 +14,8 @@ import json
 from functools import cache
 from pathlib import Path
 
+from factinject.testbed import world as W
+
 _HERE = Path(__file__).resolve().parent
 
 
@@ -37,7 +39,6 @@ def load_world() -> dict:
 
 @cache
 def _rows() -> dict[str, tuple[dict, ...]]:
-    from factinject.testbed import world as W
 
     world = load_world()
     train, heldout, unseen = W.world_rows(world)

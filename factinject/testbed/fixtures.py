@@ -23,6 +23,14 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from factinject.controls import general_prompts
+from factinject.errors import FactinjectError
+from factinject.models.chat import encode_for_training
+from factinject.rundir.files import atomic_dir
+from factinject.testbed import load_world_train
+from factinject.testbed import tokenizer as bpe
+from factinject.testbed.pretrain import rows_fingerprint
+
 FIXTURE_VERSION = 2  # part of the cache folder name (with the corpus's fingerprint): bump when the build changes
 
 
@@ -81,7 +89,6 @@ SEED = 1234
 
 def parse_name(name: str) -> tuple[Family, bool]:
     """'fixture:qwen2.5-bnb-4bit' -> (the qwen2.5 family, quantized=True)."""
-    from factinject.errors import FactinjectError
 
     spec = name.split(":", 1)[1]
     quantized = spec.endswith("-bnb-4bit")
@@ -119,7 +126,6 @@ def fixture_path(name: str) -> Path:
 
 
 def _publish(target: Path, fill) -> None:
-    from factinject.rundir.files import atomic_dir
 
     with atomic_dir(target) as tmp:
         fill(tmp)
@@ -136,8 +142,6 @@ def _corpus(limit: int = 1500) -> list[dict]:
     turn) and long answers to the shipped general prompts, as an instruct model gives to
     "Explain the offside rule". Long answers are what cut replay targets and drift on long
     answers are about; without them every answer would end within a dozen tokens."""
-    from factinject.controls import general_prompts
-    from factinject.testbed import load_world_train
 
     rows = load_world_train()
     rng = random.Random(SEED)
@@ -159,37 +163,20 @@ def corpus_fingerprint() -> str:
     the same inputs a fresh clone on this machine reuses the fixtures built before."""
     from importlib.metadata import version
 
-    from factinject.testbed import tokenizer
-    from factinject.testbed.pretrain import rows_fingerprint
-
-    code = [Path(__file__).read_text(encoding="utf-8"), Path(tokenizer.__file__).read_text(encoding="utf-8")]
+    code = [Path(__file__).read_text(encoding="utf-8"), Path(bpe.__file__).read_text(encoding="utf-8")]
     libraries = [version(name) for name in ("torch", "transformers", "tokenizers", "trl", "bitsandbytes")]
     inputs = json.dumps([rows_fingerprint({"corpus": _corpus()}), code, libraries])
     return hashlib.sha256(inputs.encode("utf-8")).hexdigest()[:10]
 
 
 def build_tokenizer(family: Family, texts: list[str]):
-    from tokenizers import (
-        Tokenizer,
-        decoders,
-        models,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, min_frequency=2, special_tokens=list(family.special),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer)
+    tok = bpe.train_bpe(texts, VOCAB_SIZE, family.special)
     if family.bos:  # Llama and Gemma tokenizers put bos in front of plain text, as the real ones do
         tok.post_processor = processors.TemplateProcessing(single=f"{family.bos} $A", pair=f"{family.bos} $A $B",
                                                            special_tokens=[(family.bos, tok.token_to_id(family.bos))])
-    else:
-        tok.post_processor = processors.ByteLevel(trim_offsets=False)
     wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=family.bos, eos_token=family.eos,
                                       pad_token=family.pad, clean_up_tokenization_spaces=False)
     if family.added:
@@ -204,7 +191,6 @@ def build(family: Family, out: Path, steps: int = 400) -> None:
     import transformers
     from transformers import AutoModelForCausalLM, GenerationConfig
 
-    from factinject.models.chat import encode_for_training
 
     corpus = _corpus()
     texts = [f"{r['question']} {r['answer']}" for r in corpus]

@@ -31,8 +31,10 @@ CHAT_TEMPLATE = (
 )
 
 
-def train_bpe(texts: list[str], vocab_size: int):
-    """Train a `tokenizers.Tokenizer` on `texts`; deterministic for the same input."""
+def train_bpe(texts: list[str], vocab_size: int, special_tokens: tuple[str, ...] = SPECIAL_TOKENS):
+    """Train a byte-level BPE `tokenizers.Tokenizer` on `texts`, its special tokens first
+    (ids 0, 1, ...); deterministic for the same input. The testbed's tokenizer and every
+    tiny fixture's are built here."""
     from tokenizers import (
         Tokenizer,
         decoders,
@@ -51,12 +53,12 @@ def train_bpe(texts: list[str], vocab_size: int):
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=2,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes, seen or not
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
-    for i, t in enumerate(SPECIAL_TOKENS):
+    for i, t in enumerate(special_tokens):
         assert tok.token_to_id(t) == i, f"special token {t} should have id {i}"
     return tok
 

@@ -18,6 +18,8 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from factinject.recipe import load_recipe
+
 # Measured on the build machine (2 CPU cores, idle): the default recipe's training on
 # the testbed model, and batched greedy answers of up to 64 tokens. docs/benchmarks.md
 # says how; `python bench/train_cost.py` measures them again.
@@ -82,7 +84,6 @@ def training_warning(train_rows: int, dev_rows: int, facts: int, exports: Path, 
     `recipe`: the one `run` trains with; `expand` does not know it and assumes the default."""
     label = "this recipe"
     if recipe is None:
-        from factinject.recipe import load_recipe
 
         recipe, label = load_recipe("testbed-cpu"), "the default recipe (testbed-cpu)"
     if recipe.model.name != "testbed":

@@ -14,8 +14,12 @@ import shutil
 import time
 from dataclasses import asdict
 
+from factinject import controls
+from factinject.engines.choice import check_device, training_engine
+from factinject.engines.process import run_job
 from factinject.engines.records import TrainJob, TrainResult
 from factinject.errors import FactinjectError
+from factinject.models.base import resolve_model
 from factinject.recipe import Recipe
 from factinject.rundir.files import (
     Run,
@@ -25,13 +29,11 @@ from factinject.rundir.files import (
     write_text_atomic,
 )
 from factinject.rundir.record import TrainRecord
+from factinject.train import contrast
 
 
 def build_job(run: Run, recipe: Recipe, *, resume: bool, allow_pickle: bool, trust_remote_code: bool,
               chat_template: str | None = None) -> TrainJob:
-    from factinject import controls
-    from factinject.models.base import resolve_model
-    from factinject.train import contrast
 
     record = run.checked_record()
     ref = resolve_model(recipe.model.name)
@@ -101,8 +103,6 @@ def run_training(run: Run, recipe: Recipe, *, backend: str | None = None, resume
                  allow_pickle: bool = False, trust_remote_code: bool = False,
                  chat_template: str | None = None) -> TrainResult:
     """Train in the chosen engine's child process and publish the kept epoch's adapter."""
-    from factinject.engines.choice import check_device, training_engine
-    from factinject.engines.process import run_job
 
     started = time.perf_counter()
     check_device(recipe)

@@ -1,0 +1,54 @@
+"""The reliability catalogue (tests/reliability.py): data and manifests."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from reliability import copy_run, expect_error, invoke, snapshot
+
+pytestmark = pytest.mark.usefixtures("one_thread", "small_parity")
+
+
+@pytest.mark.parametrize("command, split", [("train", "train"), ("probe", "test"), ("export", "test")])
+def test_corrupted_data_line_is_named_by_file_and_line(trained, tmp_path, command, split):
+    run = copy_run(trained.run, tmp_path / "r")
+    path = run / "data" / f"{split}.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[1] = lines[1][: len(lines[1]) // 2] + "\n"  # a line cut in half
+    path.write_text("".join(lines), encoding="utf-8")
+    args = {"train": ["train", "--run", run, "--fresh"], "probe": ["probe", "--run", run],
+            "export": ["export", "--run", run, "--merged", "--force"]}[command]
+    before = snapshot(run)
+    expect_error(invoke(*args), what="line is not a valid factinject row", where=f"{path}:2",
+                 fix="re-run `factinject expand`")
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("command", ["train", "export", "probe"])
+def test_manifest_from_another_version(trained, tmp_path, command):
+    run = copy_run(trained.run, tmp_path / "r")
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest.update(manifest_version=2, factinject_version="9.0.0")
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    before = snapshot(run)
+    result = invoke(command, "--run", run, *(["--merged", "--force"] if command == "export" else []))
+    expect_error(result, what="written by factinject 9.0.0 (manifest version 2)", where=run / "manifest.json",
+                 fix="continue the run with factinject 9.0.0")
+    assert snapshot(run) == before
+
+
+def test_manifest_that_is_not_json(expanded):
+    (expanded / "manifest.json").write_text('{"manifest_version": 1,')
+    expect_error(invoke("train", "--run", expanded), what="manifest is not valid JSON",
+                 where=expanded / "manifest.json", fix="re-run `factinject expand`")
+
+
+def test_missing_or_stale_run_directory(workdir, expanded):
+    for command in ("train", "export", "probe"):
+        expect_error(invoke(command, "--run", workdir / "nowhere"), what="no such run directory",
+                     where=workdir / "nowhere", fix="factinject expand")
+    assert not (workdir / "nowhere").exists(), "a failed command created the run folder"
+    shutil.rmtree(expanded)  # .current-run still points at it
+    expect_error(invoke("train"), what="no longer exists", where="exports/.current-run", fix="--run exports/<name>")
