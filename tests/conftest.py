@@ -26,6 +26,11 @@ LANE_ENV = "FACTINJECT_VLLM_LANE"  # set by the README's test command in the vLL
 
 
 def pytest_collection_modifyitems(config, items):
+    # `slow`: end-to-end runs and what builds the tiny fixtures (marked where they are), and
+    # every test of the reliability catalogue's shared training (`trained`).
+    for item in items:
+        if "trained" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
     # `vllm` tests need vLLM (its CPU build in the CPU lane, see README): skipped where it is
     # not installed, but in the lane's own environment a missing vLLM is a failure, not a skip.
     if importlib.util.find_spec("vllm") is None and os.environ.get(LANE_ENV) != "1":

@@ -47,6 +47,7 @@ def invoke(*args):
     return result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe_name", sorted(FIXTURE_OF))
 def test_recipe_trains_merges_and_probes_on_its_fixture(recipe_name, workdir, monkeypatch):
     monkeypatch.setattr("factinject.export.stage.PARITY_PROMPTS", 24)
@@ -113,6 +114,7 @@ def test_recipe_trains_merges_and_probes_on_its_fixture(recipe_name, workdir, mo
     assert not [a for a in answers if any(m in (a["after"] or "") for m in markers)]
 
 
+@pytest.mark.slow
 def test_replay_keeps_whole_answers_only(workdir):
     """A base answer that does not end within generate.max_new_tokens is left out of replay
     and contrast, never trained cut: cut answers ending in end-of-turn teach a chat model

@@ -41,6 +41,7 @@ def test_plan_shards_closes_a_shard_before_it_passes_the_limit():
     assert plan_shards([("a", 4), ("b", 4), ("c", 3), ("d", 9), ("e", 1)], 8) == [["a", "b"], ["c"], ["d"], ["e"]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fixture", ["fixture:qwen2.5-bnb-4bit", "fixture:llama3.1"])
 def test_streaming_merge_equals_peft_merge_and_loads_with_transformers(fixture, tmp_path):
     import torch
@@ -71,6 +72,7 @@ def test_streaming_merge_equals_peft_merge_and_loads_with_transformers(fixture, 
         assert torch.equal(ours[key], theirs[key].to(torch.bfloat16)), key
 
 
+@pytest.mark.slow
 def test_a_wrong_merge_is_caught_by_the_weight_check(tmp_path, qwen4, monkeypatch):
     import torch
     from peft import PeftModel
@@ -100,6 +102,7 @@ def test_a_wrong_merge_is_caught_by_the_weight_check(tmp_path, qwen4, monkeypatc
     assert compare_weights(reference, wrong)["max_ulps"] > 10
 
 
+@pytest.mark.slow
 def test_merged_size_reads_headers_only(qwen4):
     import subprocess
     import sys
@@ -123,6 +126,7 @@ def test_near_ties_and_real_differences_are_told_apart():
     assert exact["disagreements"][0]["question"] == "c" and not exact["disagreements"][0]["near_tie"]
 
 
+@pytest.mark.slow
 def test_drift_compares_answer_openings_so_long_answers_do_not_trip_it():
     """On the Llama-3.1 fixture, a small update of the weights changes more long answers
     somewhere in their tail than in their opening: comparing whole answers would count
@@ -156,6 +160,7 @@ def test_drift_compares_answer_openings_so_long_answers_do_not_trip_it():
     assert changed_whole > changed_opening, (changed_whole, changed_opening)
 
 
+@pytest.mark.slow
 def test_parity_forces_the_tokens_generation_produced_not_a_re_encoding():
     """The exactness check follows the first model's own generated ids: re-encoding its
     answer text can split a long repetition otherwise than generation did, and the

@@ -21,7 +21,7 @@ from conftest import FACTS, REPO
 
 from factinject.cli import main
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]  # trains end to end
 
 
 @pytest.fixture(scope="module")

@@ -75,6 +75,7 @@ def test_model_without_chat_template_is_refused_with_the_default_offered(expande
     expect_error(result, what="has no chat template", where=model, fix="--chat-template default")
 
 
+@pytest.mark.slow
 def test_chat_template_default_trains_and_is_recorded(expanded, workdir):
     from transformers import AutoTokenizer
 
