@@ -135,3 +135,24 @@ def test_no_import_cycles():
     for node in sorted(graph):
         if node not in state:
             visit(node, [node])
+
+
+# Where an internal import may sit inside a function: the commands (kept light, so
+# `factinject --help` and `expand` never load a stage they do not run), the engines (each
+# loads its library in a job's child process) and the testbed's build and evaluation
+# scripts (they run the model). Everywhere else imports sit at the top of the module.
+LAZY_IMPORTS_ALLOWED = ("factinject.cli", "factinject.commands.", "factinject.backends.", "factinject.testbed.cli",
+                        "factinject.testbed.pretrain")
+
+
+def test_internal_imports_sit_at_module_level():
+    lazy = []
+    for name, path in MODULES.items():
+        if name.startswith(LAZY_IMPORTS_ALLOWED):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top = {id(node) for node in tree.body}
+        lazy += [f"{name}:{node.lineno} imports {node.module}" for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.level == 0 and id(node) not in top
+                 and (node.module or "").startswith("factinject")]
+    assert not lazy, "move these imports to the top of their module:\n" + "\n".join(lazy)
