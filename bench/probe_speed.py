@@ -118,7 +118,7 @@ def main() -> None:
     if not torch.cuda.is_available():
         print("\nGPU half: no CUDA device here, skipped.")
         return
-    from factinject.testbed.fixtures import fixture_path
+    from factinject.models.fixtures import fixture_path
 
     compare_engines(ModelUnderTest("base", str(fixture_path("fixture:llama3.1")), dtype="bfloat16"), questions,
                     args.max_new_tokens, "GPU, Llama-3.1 fixture")

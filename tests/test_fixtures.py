@@ -1,6 +1,6 @@
 """Every shipped recipe, end to end on the CPU, on a tiny model of its family.
 
-The fixtures (factinject/testbed/fixtures.py) have the family's architecture, real chat
+The fixtures (factinject/models/fixtures.py) have the family's architecture, real chat
 template and special tokens, scaled down to a few MB; the 4-bit recipes get a
 pre-quantized NF4 copy, as the `-bnb-4bit` checkpoints they name. Each recipe trains
 one epoch (QLoRA where it says 4-bit), merges into sharded 16-bit weights and probes,

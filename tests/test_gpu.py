@@ -1,7 +1,7 @@
 """GPU path: the Unsloth engine, and that it agrees with ours. Skipped without an NVIDIA
 GPU (conftest marks them); run as-is on a GPU machine with unsloth installed.
 
-The fixtures are tiny models of real families (factinject/testbed/fixtures.py), so
+The fixtures are tiny models of real families (factinject/models/fixtures.py), so
 these run in minutes on any CUDA card without downloading anything.
 """
 

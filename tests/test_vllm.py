@@ -113,7 +113,7 @@ def _llama_with_base_eos(tmp_path):
     generation config: only the chat template says that a turn ends with <|eot_id|>."""
     from transformers import AutoTokenizer, GenerationConfig
 
-    from factinject.testbed.fixtures import fixture_path
+    from factinject.models.fixtures import fixture_path
 
     src = fixture_path("fixture:llama3.1")
     out = tmp_path / "llama3.1-base-eos"

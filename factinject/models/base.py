@@ -21,7 +21,7 @@ from factinject.errors import FactinjectError
 from factinject.recipe import FIXTURE_PREFIX, TESTBED
 from factinject.rundir.record import ChatTemplateRecord, RunRecord
 from factinject.testbed import model_dir
-from factinject.testbed.fixtures import fixture_path
+from factinject.models.fixtures import fixture_path
 
 # `--chat-template default`: plain-text turns that need no new tokens (so no embedding
 # resize), with the answer and its eos inside {% generation %} for assistant-only loss.
