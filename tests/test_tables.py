@@ -10,8 +10,15 @@ import pytest
 import factinject.probe.metrics as metrics_module
 from factinject.engines import ENGINES, Engine, choices, names_for
 from factinject.errors import FactinjectError
-from factinject.probe.metrics import METRICS, Metric, compute_metrics, metric_names, missed_bounds, parse_bounds
-from factinject.probe.sets import Prompt, ProbeSet
+from factinject.probe.metrics import (
+    METRICS,
+    Metric,
+    compute_metrics,
+    metric_names,
+    missed_bounds,
+    parse_bounds,
+)
+from factinject.probe.sets import ProbeSet, Prompt
 from factinject.rundir.files import Run
 from factinject.rundir.record import RunRecord, TrainRecord
 

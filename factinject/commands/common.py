@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from factinject.expand.expander import Expansion
-from factinject.rundir.files import Run
+if TYPE_CHECKING:  # for the annotations only: `probe` and `run` need neither module here
+    from factinject.expand.expander import Expansion
+    from factinject.rundir.files import Run
 
 
 def warn_if_training_is_long(expansion: Expansion, run: Run, recipe=None) -> None:

@@ -21,13 +21,9 @@ from factinject.rundir.guard import command_errors
 PER_FACT_TABLE_LIMIT = 40  # beyond this the summary is per subject, not per fact
 
 
-
-
 def plural(n: int, noun: str) -> str:
     """plural(1, 'fact') -> '1 fact'; plural(5, 'fact') -> '5 facts'."""
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
-
-
 
 
 def print_summary(expansion: Expansion, run: Run, seconds: float) -> None:

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from factinject.errors import FactinjectError
+from factinject.models.fixtures import fixture_path
 from factinject.recipe import FIXTURE_PREFIX, TESTBED
 from factinject.rundir.record import ChatTemplateRecord, RunRecord
 from factinject.testbed import model_dir
-from factinject.models.fixtures import fixture_path
 
 # `--chat-template default`: plain-text turns that need no new tokens (so no embedding
 # resize), with the answer and its eos inside {% generation %} for assistant-only loss.

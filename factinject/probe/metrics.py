@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 from factinject.errors import FactinjectError
 from factinject.probe.sets import ProbeSet, Prompt, mentions_injected
@@ -27,8 +28,15 @@ class Answers:
     base: dict[str, str] | None
     parity: dict[str, str] | None
 
+    @cached_property
+    def by_kind(self) -> dict[str, list[Prompt]]:
+        grouped: dict[str, list[Prompt]] = {}
+        for p in self.probe.prompts:
+            grouped.setdefault(p.kind, []).append(p)
+        return grouped
+
     def of(self, kind: str) -> list[Prompt]:
-        return [p for p in self.probe.prompts if p.kind == kind]
+        return self.by_kind.get(kind, [])
 
     def recall(self, kind: str) -> dict:
         prompts = self.of(kind)
@@ -84,8 +92,7 @@ def compute_metrics(probe: ProbeSet, answers: dict[str, str], base: dict[str, st
                     parity_answers: dict[str, str] | None = None) -> dict:
     """Every metric with count, n and 95 % interval. `base` None means this *is* the base model."""
     given = Answers(probe, answers, base, parity_answers)
-    kinds = {p.kind for p in probe.prompts}
-    return {m.name: m.compute(given) for m in METRICS if m.needs is None or m.needs in kinds}
+    return {m.name: m.compute(given) for m in METRICS if m.needs is None or m.needs in given.by_kind}
 
 
 def metric_names(report: dict) -> list[str]:

@@ -254,7 +254,7 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
         "curve": trained.curve if trained else None,
         "best_epoch": trained.best_epoch if trained else None,
         "stop_reason": trained.stop_reason if trained else None,
-        "max_drift": trained.trained_recipe().stop.max_drift if trained else None,
+        "max_drift": recipe.stop.max_drift if trained else None,
         "exam": [e.record() for e in exams],
         # Every held-out and exam question the model of this report (tuned, else base) got wrong.
         "misses": misses(probe, after or before),

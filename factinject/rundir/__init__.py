@@ -1,17 +1,7 @@
 """A run's directory and its record: atomic writes, the lock, the typed manifest.
 
-    Run(path)            exports/<name>/: data/, adapter/, merged/, reports/, manifest.json
-    Run.record()         the manifest as typed sections (record.py)
-    guarded(run, ...)    the lock plus clear endings for Ctrl-C, a full disk, out of memory (guard.py)
+    files.py    Run(path): exports/<name>/ with data/, adapter/, merged/, reports/, manifest.json
+    record.py   Run.record(): the manifest as typed sections
+    guard.py    guarded(run, ...): the lock plus clear endings for Ctrl-C, a full disk, out of memory
+    lock.py     one command at a time holds a run
 """
-
-from factinject.rundir.files import (
-    Run,
-    atomic_dir,
-    read_split,
-    resolve_run,
-    write_text_atomic,
-)
-from factinject.rundir.record import RunRecord
-
-__all__ = ["Run", "RunRecord", "atomic_dir", "read_split", "resolve_run", "write_text_atomic"]

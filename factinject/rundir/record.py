@@ -10,12 +10,11 @@ A section missing a key it needs is a clear error, not a KeyError deep in a stag
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
 from factinject.errors import FactinjectError
-from factinject.recipe import Recipe
 
 
 @dataclass(kw_only=True)
@@ -30,14 +29,13 @@ class Section:
         if not isinstance(data, dict):
             raise FactinjectError(f"the manifest's {cls.name!r} section is not an object", where=where,
                                   fix=f"re-run the stage that writes it (`factinject {cls.name}`), or restore the file")
-        named = {f.name for f in fields(cls) if f.name != "extra"}
-        missing = [f.name for f in fields(cls) if f.name in named and f.name not in data and _required(f)]
+        missing = [f.name for f in fields(cls) if _required(f) and f.name not in data]
         if missing:
             raise FactinjectError(f"the manifest's {cls.name!r} section lacks {', '.join(missing)}", where=where,
                                   fix=f"re-run the stage that writes it (`factinject {cls.name}`) with this factinject")
-        section = cls(**{k: v for k, v in data.items() if k in named})
-        section.extra = {k: v for k, v in data.items() if k not in named}
-        return section
+        named = {f.name for f in fields(cls)} - {"extra"}
+        return cls(**{k: v for k, v in data.items() if k in named},
+                   extra={k: v for k, v in data.items() if k not in named})
 
     def to_dict(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
@@ -45,8 +43,6 @@ class Section:
 
 
 def _required(f) -> bool:
-    from dataclasses import MISSING
-
     return f.default is MISSING and f.default_factory is MISSING
 
 
@@ -81,6 +77,9 @@ class TrainRecord(Section):
 
     def trained_recipe(self):
         """The recipe as trained (a `factinject.recipe.Recipe`)."""
+        # Imported here: the schema pulls in pydantic, and `factinject --help` and `expand`
+        # read run folders without needing it.
+        from factinject.recipe import Recipe
 
         return Recipe.model_validate(self.recipe)
 
