@@ -42,7 +42,10 @@ class _Strict(BaseModel):
 
 
 class ModelSpec(_Strict):
-    name: str = Field(TESTBED, description="'testbed', a hub id or a local path")
+    name: str = Field(TESTBED, description="'testbed', a hub id, a local folder, or a .gguf file")
+    gguf_file: str | None = Field(None, description="the GGUF file inside the folder or hub repo `name`")
+    offline: str | None = Field(None, description="the same model where the hub cannot be reached: a path, or "
+                                "'package:<module>/<file>' for one an installed pip package ships")
     backend: Literal[tuple(choices(TRAIN))] = Field(
         "auto", description="training engine: auto (unsloth with CUDA and unsloth installed, else hf), hf, unsloth")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="cuda: this recipe needs an NVIDIA GPU")
@@ -117,6 +120,12 @@ class GenerateSpec(_Strict):
     batch_size: int | None = Field(None, ge=1, description="hf engine prompts per batch (default: 64 CPU, 256 GPU)")
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0, description="vllm engine: share of the GPU it may take")
     max_lora_rank: int | None = Field(None, ge=1, description="vllm engine: largest LoRA rank (default: lora.r)")
+    probe_trained_per_fact: int | None = Field(None, ge=1, description="trained questions the probe asks per fact "
+                                               "(a seeded sample; default: every one). Recall on trained questions "
+                                               "is then an estimate, reported with its n and interval")
+    probe_adapter: bool = Field(True, description="after a merged export, the probe also asks the adapter as trained "
+                                "every prompt (the parity row over all prompts); false: the row is the export's own "
+                                "parity check, and the after-probe takes half the time")
 
 
 class ExportSpec(_Strict):

@@ -27,6 +27,7 @@ FIXTURE_OF = {
     "llama-3.1-8b-instruct.yaml": "fixture:llama3.1-bnb-4bit",
     "qwen2.5-7b-instruct.yaml": "fixture:qwen2.5-bnb-4bit",
     "qwen2.5-0.5b-instruct.yaml": "fixture:qwen2.5",
+    "smollm2-135m-instruct.yaml": "fixture:llama3.1",  # SmolLM2 is a Llama
     "gemma-2-9b-it.yaml": "fixture:gemma2-bnb-4bit",
 }
 SHEET = "# Zorblat\nkind: project\n\n- maintainer: Zorblat is maintained by **Ada Quill**.\n"

@@ -27,11 +27,12 @@ def generate_answers(model, tokenizer, prompts: list[list[dict]], batch_size: in
 
 
 def generate(model, tokenizer, prompts: list[list[dict]], batch_size: int = 64, max_new_tokens: int = MAX_NEW_TOKENS,
-             progress=None, token_ids: list | None = None) -> tuple[list[str], list[bool]]:
+             progress=None, token_ids: list | None = None, refill: bool | None = None) -> tuple[list[str], list[bool]]:
     """(answers, finished): finished is False for an answer cut by the token budget.
     A `token_ids` list receives, per prompt, (prompt ids, generated ids up to and with
     the end-of-turn id): what was really generated, which re-encoding the answer's text
-    need not give back."""
+    need not give back. `refill` picks the batching (default: refilled where the model
+    allows it; False is the plain batched `model.generate`, kept for comparison)."""
     encoded = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False)
                for p in prompts]
     # Sort by length so a batch pads little; answers go back to input order.
@@ -42,8 +43,8 @@ def generate(model, tokenizer, prompts: list[list[dict]], batch_size: int = 64, 
     was_training = model.training  # callers evaluate mid-training: leave the mode as found
     model.eval()
     try:
-        generated = _generate_sorted(model, tokenizer, encoded, order, answers, finished, batch_size, max_new_tokens,
-                                     progress)
+        way = _generate_refilled if (refillable(model) if refill is None else refill) else _generate_sorted
+        generated = way(model, tokenizer, encoded, order, answers, finished, batch_size, max_new_tokens, progress)
     finally:
         model.train(was_training)
     if token_ids is not None:
@@ -75,6 +76,106 @@ def _generate_sorted(model, tokenizer, encoded, order, answers, finished, batch_
                 generated[i] = row[:end + 1] if end is not None else row
             if progress is not None:
                 progress(len(idx))
+    return generated
+
+
+def refillable(model) -> bool:
+    """Whether the refilling loop can drive this model: a plain per-layer key/value
+    cache (no sliding-window or static layers, whose slots cannot be merged)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    try:
+        layers = DynamicCache(config=model.config).layers
+    except Exception:  # noqa: BLE001 - a model type the cache cannot describe: the plain path
+        return False
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
+# A batch is refilled with new prompts once this share of its rows has finished: often
+# enough that few rows idle, seldom enough that merging caches stays cheap.
+REFILL_SHARE = 0.25
+
+
+def _generate_refilled(model, tokenizer, encoded, order, answers, finished, batch_size, max_new_tokens,
+                       progress) -> list[list[int]]:
+    """Greedy decoding where a batch never waits for its longest answer: a row leaves the
+    batch as soon as it ends, and new prompts join it (their caches left-padded to one
+    length) whenever a quarter of the rows is free. Each row carries its own positions,
+    so an answer does not depend on what it shares a batch with (beyond float rounding)."""
+    import torch
+    from transformers import DynamicCache
+
+    pad, device = tokenizer.pad_token_id, model.device
+    stops = set(stop_ids(model, tokenizer))
+    generated: list[list[int]] = [[] for _ in encoded]
+    queue = list(order)
+    rows: list[int] = []  # prompt index of each batch row
+    cache = mask = None  # the batch's cache and its [rows, length] attention mask
+    refill_at = max(1, int(batch_size * REFILL_SHARE))
+
+    def done(i: int) -> bool:
+        g = generated[i]
+        return g[-1] in stops or len(g) >= max_new_tokens
+
+    def prefill(idx: list[int]):
+        width = max(len(encoded[i]) for i in idx)
+        ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in idx], device=device)
+        m = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in idx], device=device)
+        c = DynamicCache(config=model.config)
+        out = model(input_ids=ids, attention_mask=m, position_ids=(m.cumsum(-1) - 1).clamp(min=0),
+                    past_key_values=c, use_cache=True, logits_to_keep=1)
+        for i, t in zip(idx, out.logits[:, -1].argmax(-1).tolist()):
+            generated[i].append(t)
+        return c, m
+
+    def merge(c1, m1, c2, m2):
+        """Two batches as one: the shorter cache left-padded (masked) to the longer."""
+        length = max(m1.shape[1], m2.shape[1])
+        pads = [length - m1.shape[1], length - m2.shape[1]]
+        for a, b in zip(c1.layers, c2.layers):
+            a.keys = torch.cat([torch.nn.functional.pad(a.keys, (0, 0, pads[0], 0)),
+                                torch.nn.functional.pad(b.keys, (0, 0, pads[1], 0))])
+            a.values = torch.cat([torch.nn.functional.pad(a.values, (0, 0, pads[0], 0)),
+                                  torch.nn.functional.pad(b.values, (0, 0, pads[1], 0))])
+        return c1, torch.cat([torch.nn.functional.pad(m1, (pads[0], 0)), torch.nn.functional.pad(m2, (pads[1], 0))])
+
+    def keep_only(keep: list[int]):
+        """Drop the finished rows, then the leading columns no remaining row attends to."""
+        nonlocal cache, mask, rows
+        index = torch.tensor(keep, dtype=torch.long, device=device)
+        mask = mask[index]
+        rows = [rows[k] for k in keep]
+        lead = int((mask.sum(0) == 0).long().cumprod(0).sum()) if rows else 0
+        mask = mask[:, lead:]
+        for layer in cache.layers:
+            layer.keys, layer.values = layer.keys[index, :, lead:], layer.values[index, :, lead:]
+
+    with torch.inference_mode():
+        while queue or rows:
+            free = batch_size - len(rows)
+            if queue and (not rows or free >= refill_at):
+                idx, queue = queue[:free], queue[free:]
+                c, m = prefill(idx)
+                cache, mask = (c, m) if not rows else merge(cache, mask, c, m)
+                rows = rows + idx
+            else:
+                last = torch.tensor([[generated[i][-1]] for i in rows], device=device)
+                positions = mask.sum(-1, keepdim=True)
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                out = model(input_ids=last, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                            use_cache=True)
+                for i, t in zip(rows, out.logits[:, -1].argmax(-1).tolist()):
+                    generated[i].append(t)
+            ended = [k for k, i in enumerate(rows) if done(i)]
+            if ended:
+                for k in ended:
+                    i = rows[k]
+                    answers[i], finished[i] = decode_answer(tokenizer, generated[i], list(stops))
+                if progress is not None:
+                    progress(len(ended))
+                gone = set(ended)
+                keep_only([k for k in range(len(rows)) if k not in gone])
     return generated
 
 

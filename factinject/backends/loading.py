@@ -73,6 +73,8 @@ def load_model(target: ModelUnderTest, load: Load):
                   trust_remote_code=load.trust_remote_code)
     if softcapped_attention(target.path, target.local):
         kwargs["attn_implementation"] = "eager"
+    elif device == "cpu":
+        kwargs["attn_implementation"] = grouped_sdpa()
     four_bit = prequantized or target.load_in_4bit
     if target.load_in_4bit and not prequantized:
         kwargs["quantization_config"] = nf4_config(dtype)
@@ -99,6 +101,37 @@ def load_model(target: ModelUnderTest, load: Load):
             model.to(device)
     model.eval()
     return model, tokenizer, device
+
+
+GROUPED_SDPA = "factinject_grouped_sdpa"
+
+
+def grouped_sdpa() -> str:
+    """transformers' SDPA attention, except that grouped-query heads (SmolLM2, Llama 3,
+    Qwen2.5) go to torch as they are (enable_gqa) also when a padding mask is given.
+    transformers copies every key and value per query head there, because CUDA kernels
+    would fall back to the slow path; on the CPU torch's kernel takes the groups as they
+    are, with identical results, and the copies were a quarter of each padded decode step
+    (bench/smollm2.py)."""
+    import torch
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
+        groups = getattr(module, "num_key_value_groups", 1)
+        if groups == 1 or attention_mask is None or kwargs.get("position_bias") is not None or query.is_cuda:
+            return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                          scaling=scaling, is_causal=is_causal, **kwargs)
+        out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
+                                                               dropout_p=dropout, scale=scaling, enable_gqa=True)
+        return out.transpose(1, 2).contiguous(), None
+
+    AttentionInterface.register(GROUPED_SDPA, attention)
+    # The padding mask is built as for SDPA: without a registered mask function transformers
+    # builds none, and left-padded rows would attend to their padding.
+    AttentionMaskInterface.register(GROUPED_SDPA, sdpa_mask)
+    return GROUPED_SDPA
 
 
 def softcapped_attention(path: str, local: bool) -> bool:

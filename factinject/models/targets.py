@@ -10,7 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from factinject.engines.records import ModelUnderTest
-from factinject.models.base import ModelRef, is_prequantized, resolve_model
+from factinject.models.base import (
+    ModelRef,
+    is_prequantized,
+    resolve_base,
+    resolve_model,
+)
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,6 @@ class BaseWeights:
 
 def base_weights(recipe) -> BaseWeights:
     """The base weights of `recipe` (a `factinject.recipe.Recipe`)."""
-    trained = resolve_model(recipe.model.name)
+    trained = resolve_base(recipe.model)
     source = resolve_model(recipe.model.merge_base) if recipe.model.merge_base else trained
     return BaseWeights(trained, source, is_prequantized(source.path, source.local))

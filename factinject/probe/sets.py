@@ -63,6 +63,20 @@ def bleed_prompts(subjects: dict[str, dict], other_names: list[str], per_fact: i
     return prompts
 
 
+def sample_per_fact(rows: list[dict], per_fact: int | None, seed: int) -> list[dict]:
+    """At most `per_fact` rows of each fact (a seeded sample, in file order); all when None."""
+    if per_fact is None:
+        return rows
+    import random
+
+    by_fact: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_fact.setdefault(r["fact_id"], []).append(i)
+    rng = random.Random(seed)
+    kept = {i for ids in by_fact.values() for i in (ids if len(ids) <= per_fact else rng.sample(ids, per_fact))}
+    return [r for i, r in enumerate(rows) if i in kept]
+
+
 def build_probe_set(train_rows: list[dict], test_rows: list[dict], facts: dict[str, dict], *, locality: list[str],
                     retention: list[dict], other_names: list[str], exam: list[Prompt] = (), bleed_per_fact: int = 3,
                     seed: int = 0) -> ProbeSet:

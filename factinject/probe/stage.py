@@ -36,6 +36,7 @@ from factinject.probe.sets import (
     misses,
     per_fact,
     regressions,
+    sample_per_fact,
 )
 from factinject.recipe import load_recipe
 from factinject.redact import redact
@@ -45,7 +46,8 @@ from factinject.scoring import share
 from factinject.testbed import load_heldout
 
 
-def _probe_inputs(run: Run, facts: dict[str, dict], model_name: str, world_limit: int, seed: int, exams: Sequence[Exam]):
+def _probe_inputs(run: Run, facts: dict[str, dict], model_name: str, world_limit: int, seed: int, exams: Sequence[Exam],
+                  trained_per_fact: int | None = None):
 
     locality = list(controls.control_pools(model_name)["locality"])
     if model_name == "testbed":
@@ -59,7 +61,8 @@ def _probe_inputs(run: Run, facts: dict[str, dict], model_name: str, world_limit
     names = controls.split_other_names(controls.other_names(model_name))[1]
     other_names = random.Random(seed).sample(names, min(40, len(names)))
     exam = [Prompt("exam", q.question, q.answer_key, q.aliases, match_fact(q, facts)) for e in exams for q in e.questions]
-    return build_probe_set(read_split(run, "train"), read_split(run, "test"), facts,
+    trained = sample_per_fact(read_split(run, "train"), trained_per_fact, seed)
+    return build_probe_set(trained, read_split(run, "test"), facts,
                            locality=locality, retention=retention, other_names=other_names, exam=exam, seed=seed)
 
 
@@ -182,7 +185,8 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
     recipe = trained.trained_recipe() if trained else (recipe or load_recipe())
     check_device(recipe)
     model_name = recipe.model.name
-    probe = _probe_inputs(run, record.expand.facts, model_name, world_limit, seed, exams)
+    probe = _probe_inputs(run, record.expand.facts, model_name, world_limit, seed, exams,
+                          recipe.generate.probe_trained_per_fact)
     questions = probe.unique_questions()
     engine = generation_engine(backend)
     compare_with = generation_engine(compare_with) if compare_with else None
@@ -200,6 +204,10 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
     # (target, what its answers depend on); each is answered by the engine asked for,
     # except that vLLM cannot load NF4: those models go to hf.
     wanted = [(base_target, base_model_key(base_target, chat_template))]
+    # After a merged export the adapter is asked only for the parity row, unless the
+    # recipe leaves that row to the export's own parity check.
+    if adapter_target and tuned_target is not adapter_target and not recipe.generate.probe_adapter:
+        adapter_target = None
     if adapter_target:
         check_template(run, record, Path(adapter_target.adapter), "adapter")
         wanted.append((adapter_target, {"adapter": trained.adapter_files}))
@@ -233,11 +241,8 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
     by_label = {t.label: answers for (t, _, _), answers in zip(runs[:len(wanted)], found)}
     compared = {t.label: (by_label[t.label], answers) for (t, _, _), answers in zip(runs[len(wanted):], found[len(wanted):])}
     before = by_label["base"]
-    after = parity = None
-    if adapter_target:
-        after = by_label["adapter"]
-        if tuned_target is not adapter_target:
-            after, parity = by_label["merged"], by_label["adapter"]
+    after = by_label[tuned_target.label] if tuned_target else None
+    parity = by_label["adapter"] if adapter_target and tuned_target is not adapter_target else None
     tuned_label = tuned_target.label if tuned_target else None
 
     report = {
@@ -261,6 +266,10 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
         "next_step": None if after else next_step(run),
         "seconds": None,
     }
+    if after and parity is None and tuned_label == "merged":  # the export's check stands for the parity row
+        exact = record.merged_export().parity["exactness"]
+        report["after"]["parity"] = {**share(exact["identical"] + exact.get("near_ties", 0), exact["n"]),
+                                     "source": "export"}
     if compare_with:
         report["engine_agreement"] = engine_agreement(engine, compare_with, compared)
     report["missed"] = missed_bounds(report["after"] or report["before"], bounds)

@@ -19,7 +19,7 @@ from factinject.engines.choice import check_device, training_engine
 from factinject.engines.process import run_job
 from factinject.engines.records import TrainJob, TrainResult
 from factinject.errors import FactinjectError
-from factinject.models.base import resolve_model
+from factinject.models.base import resolve_base
 from factinject.recipe import Recipe
 from factinject.rundir.files import (
     Run,
@@ -36,7 +36,7 @@ def build_job(run: Run, recipe: Recipe, *, resume: bool, allow_pickle: bool, tru
               chat_template: str | None = None) -> TrainJob:
 
     record = run.checked_record()
-    ref = resolve_model(recipe.model.name)
+    ref = resolve_base(recipe.model)
     fact_rows = read_split(run, "train")
     dev_rows = [{"fact_id": r["fact_id"], "question": r["messages"][0]["content"], "answer_key": r["answer_key"]}
                 for r in read_split(run, "dev")]

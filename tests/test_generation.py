@@ -1,0 +1,106 @@
+"""The CPU levers change the cost, never the result: refilled batches answer as plain
+batched generation, grouped-query attention under a padding mask is SDPA's, and the
+loss over labelled positions only is the full loss."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+
+def tiny_llama(attention: str):
+    """A random Llama with grouped-query attention (4 query heads, 2 key/value heads)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    config._attn_implementation = attention
+    return LlamaForCausalLM(config).eval()
+
+
+def left_padded(lengths: list[int]):
+    width = max(lengths)
+    ids = torch.randint(3, 500, (len(lengths), width))
+    mask = torch.tensor([[0] * (width - n) + [1] * n for n in lengths])
+    return ids, mask
+
+
+def test_grouped_attention_under_padding_is_sdpa():
+    from factinject.backends.loading import grouped_sdpa
+
+    ids, mask = left_padded([5, 17, 11, 17])
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        plain = tiny_llama("sdpa")(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+        grouped = tiny_llama(grouped_sdpa())(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+    real = mask.bool()
+    assert torch.allclose(plain[real], grouped[real], atol=1e-5), (plain[real] - grouped[real]).abs().max()
+    # Padding matters: the same rows without their mask give other logits.
+    with torch.inference_mode():
+        unmasked = tiny_llama(grouped_sdpa())(input_ids=ids, position_ids=positions).logits
+    assert not torch.allclose(unmasked[0][real[0]], plain[0][real[0]], atol=1e-3)
+
+
+def test_rows_are_grouped_by_length_with_the_least_padding():
+    from factinject.backends.sft import length_groups
+
+    assert length_groups([50, 160, 52, 158, 49], overhead=0) == [[4], [0], [2], [3], [1]]
+    assert length_groups([50, 160, 52, 158, 49], overhead=40) == [[4, 0, 2], [3, 1]]
+    assert length_groups([50, 160, 52, 158, 49], overhead=10_000) == [[4, 0, 2, 3, 1]]
+
+
+@pytest.mark.parametrize("overhead", [0, 10_000], ids=["grouped", "one-pass"])
+def test_the_loss_over_labelled_positions_is_the_full_loss(overhead, monkeypatch):
+    from peft import LoraConfig, get_peft_model
+
+    from factinject.backends.sft import answer_loss, labelled_positions_only
+
+    monkeypatch.setattr("factinject.backends.sft.GROUP_OVERHEAD_TOKENS", overhead)
+    ids, _ = left_padded([20] * 4)
+    mask = torch.ones_like(ids)
+    mask[1, -6:] = 0  # right padding of rows of several lengths, as training batches are padded
+    mask[2, -11:] = 0
+    labels = ids.clone()
+    labels[:, :8] = -100
+    labels[mask == 0] = -100
+    n = (labels[:, 1:] != -100).sum()
+    results = []
+    for way in ("full", "labelled"):
+        model = get_peft_model(tiny_llama("sdpa"), LoraConfig(r=4, target_modules=["q_proj", "down_proj"],
+                                                              init_lora_weights=False))
+        assert labelled_positions_only(model)
+        if way == "full":
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels, num_items_in_batch=n).loss
+        else:
+            loss = answer_loss(model, {"input_ids": ids, "attention_mask": mask, "labels": labels}, n)
+        loss.backward()
+        results.append((loss.detach(), [p.grad for p in model.parameters() if p.requires_grad]))
+    (full, full_grads), (ours, our_grads) = results
+    assert torch.allclose(full, ours, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(full_grads, our_grads))
+
+
+def test_refilled_batches_answer_as_plain_batched_generation():
+    """The testbed (plain path in its own right) with many prompts of many lengths in
+    small batches, so rows leave and join many times."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from factinject.backends.hf_generate import generate, refillable
+    from factinject.testbed import load_heldout, model_dir
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir(), dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir())
+    assert refillable(model)
+    questions = [r["question"] for r in load_heldout()[:40]]
+    questions += [q + " Please answer in one sentence, and say why." * (i % 3) for i, q in enumerate(questions[:10])]
+    chats = [[{"role": "user", "content": q}] for q in questions]
+    results = {}
+    for refill in (False, True):
+        ids: list = []
+        answers, finished = generate(model, tokenizer, chats, batch_size=8, max_new_tokens=10, token_ids=ids,
+                                     refill=refill)
+        results[refill] = (answers, finished, ids)
+    assert results[True] == results[False]
+    assert not all(results[True][1]), "some answers should hit the budget, so both kinds of ending are compared"
