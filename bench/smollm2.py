@@ -7,14 +7,16 @@ way, in one script, on the same prompts and rows.
 
 Levers measured (ratio = plain seconds / lever seconds, same process, warmed up):
   generation   plain batched `model.generate` (a batch waits for its longest answer,
-               keys and values copied per query head under a padding mask) against
-               the refilled loop (rows leave when done, new prompts join) with
-               grouped-query attention passed to torch as is; the answers must be
+               keys and values copied per query head under a padding mask), then the
+               refilled loop (rows leave when done, new prompts join), then the same
+               with grouped-query attention passed to torch as is; the answers must be
                identical;
-  training     a training step (LoRA, the recipe's batch of fact, replay and contrast
-               rows) with the loss over every position's logits, against the LM head
-               applied only where a label is, with the same attention change; the
-               loss must be the same.
+  training     a training step (LoRA, the recipe's batch of fact rows and replayed
+               base-model answers) with the loss over every position's logits, then
+               the LM head applied only where a label is (with the attention change),
+               then with the batch's rows in groups of similar length, then without
+               gradient checkpointing (TRL's default, which recomputes the forward
+               pass); the losses must be the same.
 Time at one thread count; nothing else should run meanwhile.
 """
 
@@ -55,7 +57,8 @@ def bench_generation(path: str, questions: list[str], max_new_tokens: int, batch
 
     chats = [[{"role": "user", "content": q}] for q in questions]
     out, kept = {}, []
-    for name, attention, refill in (("plain", "sdpa", False), ("refilled", grouped_sdpa(), True)):
+    variants = (("plain", "sdpa", False), ("refilled, copied heads", "sdpa", True), ("refilled", grouped_sdpa(), True))
+    for name, attention, refill in variants:
         model, tokenizer = load(path, attention)
         generate(model, tokenizer, chats[:4], batch, 8, refill=refill)  # warm-up
         start = time.perf_counter()
@@ -67,9 +70,12 @@ def bench_generation(path: str, questions: list[str], max_new_tokens: int, batch
         out[name] = {"seconds": round(seconds, 1), "tokens": tokens, "tokens_per_s": round(tokens / seconds, 1),
                      "unfinished": finished.count(False), "answers": answers}
         print(f"generation {name}: {seconds:.1f} s, {tokens} tokens, {tokens / seconds:.0f} tokens/s", flush=True)
-    plain, refilled = out["plain"].pop("answers"), out["refilled"].pop("answers")
-    same = sum(a == b for a, b in zip(plain, refilled))
-    figures = {**out, "identical_answers": same, "n": len(questions),
+    plain = out["plain"].pop("answers")
+    answers = {name: out[name].pop("answers") for name in ("refilled, copied heads", "refilled")}
+    refilled = answers["refilled"]
+    figures = {**out, "n": len(questions),
+               "identical_answers": {name: sum(a == b for a, b in zip(plain, got)) for name, got in answers.items()},
+               "ratio_refill": round(out["plain"]["seconds"] / out["refilled, copied heads"]["seconds"], 2),
                "ratio": round(out["plain"]["seconds"] / out["refilled"]["seconds"], 2)}
     return figures, refilled, kept  # the refilled run's answers, whether each ended
 
@@ -95,11 +101,17 @@ def bench_training(path: str, run_dir: Path, replay: list[tuple[str, str]], batc
     replayed = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in replay]
     # An epoch's mix as training builds it: fact rows and the base model's own answers.
     rows = mix_replay(facts, replayed, recipe.train.replay_ratio, 0, [])
-    variants = (("plain", "sdpa", None), ("labelled", grouped_sdpa(), 10 ** 9), ("grouped", grouped_sdpa(), None))
+    # (name, attention, group overhead (None: the default), gradient checkpointing); the
+    # plain way is what TRL's SFTTrainer did on the CPU: checkpointing on, full logits.
+    variants = (("plain", "sdpa", None, True), ("labelled", grouped_sdpa(), 10 ** 9, True),
+                ("grouped", grouped_sdpa(), None, True), ("no checkpointing", grouped_sdpa(), None, False))
     out = {}
-    for name, attention, overhead in variants:
+    for name, attention, overhead, checkpointing in variants:
         torch.manual_seed(0)
         model, tokenizer = load(path, attention)
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
         model = get_peft_model(model, lora_config(recipe)).train()
         encoded = training_rows(tokenizer, random.Random(0).sample(rows, batch * (steps + 1)), max_len)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -125,8 +137,8 @@ def bench_training(path: str, run_dir: Path, replay: list[tuple[str, str]], batc
         print(f"training {name}: {seconds:.1f} s for {steps} steps, {tokens / seconds:.0f} tokens/s, "
               f"losses {losses}", flush=True)
     sft.GROUP_OVERHEAD_TOKENS = DEFAULT_OVERHEAD
-    return {**out, "ratio_labelled": round(out["plain"]["seconds"] / out["labelled"]["seconds"], 2),
-            "ratio_grouped": round(out["plain"]["seconds"] / out["grouped"]["seconds"], 2)}
+    return {**out, **{f"ratio_{name.replace(' ', '_')}": round(out["plain"]["seconds"] / out[name]["seconds"], 2)
+                      for name in ("labelled", "grouped", "no checkpointing")}}
 
 
 def _collator(tokenizer):
