@@ -11,6 +11,7 @@ recorded in the run's manifest and saved with the adapter and the export.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 from collections.abc import Iterator
@@ -60,8 +61,7 @@ def resolve_model(name: str, gguf_file: str | None = None) -> ModelRef:
     p = Path(name).expanduser()
     if p.exists():
         return ModelRef(name, str(p), True)
-    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") != 1
-    if looks_like_path:
+    if not looks_like_hub_id(name):
         raise FactinjectError(f"base model {name!r} not found", where=name,
                               fix="check the path, or give a hub id like 'unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit'")
     return ModelRef(name, name, False)
@@ -100,6 +100,7 @@ def offline_path(spec: str) -> str:
     return str(Path(next(iter(found.submodule_search_locations))) / file)
 
 
+@functools.cache  # every stage of a run resolves the base; ask the network once
 def hub_reachable(repo: str) -> bool:
     """Whether `repo` can come from the hub: cached already, or the hub answers (not
     under HF_HUB_OFFLINE)."""

@@ -18,13 +18,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from factinject.controls import general_prompts
 from factinject.errors import FactinjectError
+from factinject.models import cache_home
 from factinject.models.chat import encode_for_training
 from factinject.rundir.files import atomic_dir
 from factinject.testbed import load_world_train
@@ -100,8 +100,7 @@ def parse_name(name: str) -> tuple[Family, bool]:
 
 
 def cache_root() -> Path:
-    base = os.environ.get("FACTINJECT_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "factinject")
-    return Path(base).expanduser() / "fixtures"
+    return cache_home() / "fixtures"
 
 
 def fixture_path(name: str) -> Path:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from factinject.errors import FactinjectError
+from factinject.models import cache_home
 from factinject.rundir.files import atomic_dir
 
 SUFFIX = ".gguf"
@@ -76,8 +77,7 @@ def find_gguf(name: str, gguf_file: str | None = None) -> Path | None:
 
 
 def cache_root() -> Path:
-    base = os.environ.get("FACTINJECT_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "factinject")
-    return Path(base).expanduser() / "gguf"
+    return cache_home() / "gguf"
 
 
 def file_sha256(path: Path) -> str:
