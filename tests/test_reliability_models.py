@@ -131,7 +131,18 @@ def test_a_child_killed_for_memory_says_what_to_lower(expanded, monkeypatch):
     assert not (expanded / "adapter").exists()
 
 
-def test_unsloth_on_a_machine_without_a_gpu_fails_at_once(expanded):
+def test_unsloth_where_it_cannot_run_fails_at_once(expanded, monkeypatch):
+    """Not installed: say how to get it. Installed, but older than its CPU path, on a
+    machine without a GPU: say which version runs on a CPU. Either way before any work."""
+    from factinject.engines import choice
+
+    monkeypatch.setattr(choice, "installed", lambda module: False)
     result = invoke("train", "--run", expanded, "--recipe", "tiny.yaml", "--backend", "unsloth")
-    expect_error(result, what="the unsloth engine needs an NVIDIA GPU (CUDA)", fix="--backend hf")
+    expect_error(result, what="the unsloth engine was asked for, and Unsloth is not installed", fix="--backend hf")
+    assert "Unsloth's CPU path" in result.output
+    monkeypatch.setattr(choice, "installed", lambda module: True)
+    monkeypatch.setattr(choice, "installed_version", lambda package: "2026.10.7")
+    result = invoke("train", "--run", expanded, "--recipe", "tiny.yaml", "--backend", "unsloth")
+    expect_error(result, what="the unsloth engine needs an NVIDIA GPU (CUDA)", fix='pip install "unsloth>=2026.10.9"')
+    assert "this environment has 2026.10.7" in result.output
     assert not (expanded / "train").exists()

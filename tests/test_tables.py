@@ -54,6 +54,25 @@ def test_an_engine_is_one_entry(monkeypatch):
     assert choice.engine_for(target, "toy") == "hf"  # it loads no NF4 model: the fallback answers
 
 
+def test_an_engine_runs_on_a_cpu_from_the_version_its_table_entry_names(monkeypatch):
+    from factinject.engines import choice
+
+    gpu_only = Engine("g", "m", ("train",), library="G", package="g", needs_cuda=True, auto_on_cuda=True,
+                      loads_nf4=True)
+    falls_back = Engine("c", "m", ("train",), library="C", package="c", needs_cuda=True, auto_on_cuda=True,
+                        loads_nf4=True, cpu_since="2026.10.9")
+    versions = {"g": "9.0", "c": "2026.10.9"}
+    monkeypatch.setattr(choice, "installed_version", versions.get)
+    assert choice.runs_on_cpu(ENGINES["hf"]) and not choice.runs_on_cpu(gpu_only)
+    assert choice.runs_on_cpu(falls_back)
+    versions["c"] = "2026.10.7"
+    assert not choice.runs_on_cpu(falls_back)
+    versions["c"] = "2026.11.1"
+    assert choice.runs_on_cpu(falls_back)
+    del versions["c"]
+    assert not choice.runs_on_cpu(falls_back)  # not installed
+
+
 def probe_set() -> ProbeSet:
     prompts = [Prompt("trained", "Who maintains TinyLLM?", "Jason Cox", fact_id="t/m"),
                Prompt("locality", "Why is the sky blue?")]

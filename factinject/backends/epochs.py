@@ -105,6 +105,7 @@ class EpochCallback(TrainerCallback):
             self.progress.step(state.global_step, state.epoch or 0.0)
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        trained = time.perf_counter() - self.epoch_started
         epoch = round(state.epoch)
         self.to_inference(model)
         budget = self.recipe.generate.max_new_tokens
@@ -122,6 +123,7 @@ class EpochCallback(TrainerCallback):
             dev_recall=correct / len(dev) if dev else 0.0, dev_correct=correct, dev_n=len(dev),
             drift=changed / len(self.reference) if self.reference else 0.0, drift_changed=changed,
             drift_n=len(self.reference), seconds=round(time.perf_counter() - self.epoch_started, 2),
+            train_seconds=round(trained, 2),
         )
         self.curve.append(record)
         self.losses, self.epoch_started = [], time.perf_counter()

@@ -184,8 +184,10 @@ def checkpoint_epoch(checkpoint) -> int | None:
 
 
 def run_sft(job: TrainJob, model, tokenizer, *, engine: str, base_identity: dict, use_cpu: bool, bf16: bool = False,
-            fp16: bool = False, to_inference=None, to_training=None, peft_transform=None) -> TrainResult:
-    """The part both engines share: replay answers, dataset, trainer, per-epoch selection."""
+            fp16: bool = False, to_inference=None, to_training=None, peft_transform=None,
+            trainer_class=None) -> TrainResult:
+    """The part both engines share: replay answers, dataset, trainer, per-epoch selection.
+    `trainer_class`: the engine's own trainer; by default ours on a CPU, TRL's on a GPU."""
     from datasets import Dataset
     from transformers import PrinterCallback
     from trl import SFTTrainer
@@ -221,7 +223,7 @@ def run_sft(job: TrainJob, model, tokenizer, *, engine: str, base_identity: dict
     progress = TrainProgress(max_epochs)
     callback = EpochCallback(job, tokenizer, reference.drift, curve, progress, to_inference, to_training)
     args = sft_config(job, use_cpu=use_cpu, bf16=bf16, fp16=fp16)
-    trainer_cls = cpu_trainer_class() if use_cpu else SFTTrainer
+    trainer_cls = trainer_class or (cpu_trainer_class() if use_cpu else SFTTrainer)
     trainer = trainer_cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                           callbacks=[callback])
     trainer.remove_callback(PrinterCallback)  # the progress bar replaces per-step log dicts
@@ -236,6 +238,7 @@ def run_sft(job: TrainJob, model, tokenizer, *, engine: str, base_identity: dict
         decision = callback.decide()
     assert decision is not None and decision.best_epoch is not None, "training ended without a measured epoch"
     counts = {"replay": len(rows) - len(job.fact_rows) - len(contrast), "contrast": len(contrast),
-              "unfinished_left_out": reference.unfinished}
+              "unfinished_left_out": reference.unfinished,
+              "tokens_per_epoch": sum(len(row["input_ids"]) for row in dataset)}
     return TrainResult(curve=callback.curve, best_epoch=decision.best_epoch, reason=decision.reason, backend=engine,
                        seconds=0.0, base_identity=base_identity, replay_rows=counts["replay"], row_counts=counts)

@@ -6,9 +6,18 @@ from typing import TYPE_CHECKING
 
 import click
 
+from factinject.engines import TRAIN, choices
+
 if TYPE_CHECKING:  # for the annotations only: `probe` and `run` need neither module here
     from factinject.expand.expander import Expansion
     from factinject.rundir.files import Run
+
+
+# `train --backend` and `run --backend`: the training engine.
+training_backend_option = click.option(
+    "--backend", type=click.Choice(choices(TRAIN, aliases=True)), default=None,
+    help="Training engine: auto picks unsloth when CUDA and unsloth are present, else hf (transformers + PEFT, "
+         "CPU or GPU; 'cpu' is an old name for it); unsloth also runs on a CPU from Unsloth 2026.10.9.")
 
 
 def warn_if_training_is_long(expansion: Expansion, run: Run, recipe=None) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from factinject.commands.common import training_backend_option
 from factinject.errors import FactinjectError
 
 
@@ -21,9 +22,10 @@ from factinject.errors import FactinjectError
               help="Your own exam (JSONL: question, answer_key, optional fact_id and aliases), probed before and "
                    "after. Default: <sheet>.exam.jsonl next to each sheet, if there is one.")
 @click.option("--force", is_flag=True, help="Replace this run's earlier data, adapter and export.")
+@training_backend_option
 @click.option("--chat-template", "chat_template", metavar="default|FILE",
               help="For a base model without a chat template: 'default' (see docs/troubleshooting.md) or a Jinja file.")
-def run(sheets, run_path, recipe_path, seed, fail_under, questions, force, chat_template) -> None:
+def run(sheets, run_path, recipe_path, seed, fail_under, questions, force, backend, chat_template) -> None:
     """Inject the facts of SHEETS and prove it: the whole pipeline in one command.
 
     Prints a before/after table and where the report is, with the time each stage took.
@@ -37,7 +39,7 @@ def run(sheets, run_path, recipe_path, seed, fail_under, questions, force, chat_
         exit_on_missed_bounds,
         warn_if_training_is_long,
     )
-    from factinject.engines.choice import check_device
+    from factinject.engines.choice import check_device, training_engine
     from factinject.expand.expander import ExpandConfig
     from factinject.expand.write import expand_into_run
     from factinject.export.stage import export_merged
@@ -58,8 +60,9 @@ def run(sheets, run_path, recipe_path, seed, fail_under, questions, force, chat_
         timings.append((stage, time.perf_counter() - t0))
         return out
 
-    recipe = load_recipe(recipe_path)
+    recipe = load_recipe(recipe_path).with_overrides(**{"model.backend": backend})
     check_device(recipe, str(recipe_path) if recipe_path else None)  # before anything is written or downloaded
+    training_engine(recipe)  # an engine this machine cannot run fails here too
     exams = checked_exams(questions, sheets)  # a bad exam fails here, before anything is written
     if describe(exams):
         click.echo(describe(exams))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from factinject.engines import TRAIN, choices
+from factinject.commands.common import training_backend_option
 from factinject.errors import FactinjectError
 
 
@@ -41,9 +41,7 @@ def interrupted_training(run, template_flag: str):
 @click.option("--epochs", help="A number, or 'auto' to choose the epoch on the dev split (default: the recipe's).")
 @click.option("--lr", type=float, help="Override train.learning_rate.")
 @click.option("--rank", type=int, help="Override lora.r.")
-@click.option("--backend", type=click.Choice(choices(TRAIN, aliases=True)), default=None,
-              help="Training engine: auto picks unsloth when CUDA and unsloth are present, else hf "
-                   "(transformers + PEFT, CPU or GPU; 'cpu' is an old name for it).")
+@training_backend_option
 @click.option("--resume", is_flag=True, help="Continue an interrupted training from its last epoch checkpoint.")
 @click.option("--fresh", is_flag=True, help="Discard an interrupted training and start over.")
 @click.option("--allow-pickle", is_flag=True, help="Allow loading .bin (pickle) weights. Only for models you trust.")

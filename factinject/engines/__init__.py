@@ -23,10 +23,11 @@ class Engine:
     operations: tuple[str, ...]  # the module's entry points: train, merge, generate, ...
     library: str  # what it is built on, as messages name it
     package: str | None  # the library it needs installed (None: the core install has it)
-    needs_cuda: bool  # refused on a machine without CUDA
+    needs_cuda: bool  # refused on a machine without CUDA (unless its package is at least cpu_since)
     auto_on_cuda: bool  # `auto` picks it when CUDA and its package are there
     loads_nf4: bool  # can load a bitsandbytes 4-bit NF4 model
     install: str = ""  # how to get its package, for the error when it is missing
+    cpu_since: str | None = None  # the package version from which it also runs on a CPU
 
 
 ENGINES: dict[str, Engine] = {e.name: e for e in (
@@ -35,7 +36,9 @@ ENGINES: dict[str, Engine] = {e.name: e for e in (
            library="transformers + PEFT", package=None, needs_cuda=False, auto_on_cuda=False, loads_nf4=True),
     Engine("unsloth", "factinject.backends.unsloth", ("train",),
            library="Unsloth", package="unsloth", needs_cuda=True, auto_on_cuda=True, loads_nf4=True,
-           install='on an NVIDIA GPU: pip install ".[gpu]"'),
+           install='on an NVIDIA GPU: pip install ".[gpu]"; on a CPU: Unsloth\'s CPU path in an environment of its '
+                   "own (README, set-up)",
+           cpu_since="2026.10.9"),
     Engine("vllm", "factinject.backends.vllm", ("generate",),
            library="vLLM", package="vllm", needs_cuda=False, auto_on_cuda=True, loads_nf4=False,
            install='on an NVIDIA GPU: pip install ".[gpu]"; on a CPU: vLLM\'s CPU build in an environment '

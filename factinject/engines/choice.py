@@ -36,6 +36,30 @@ def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def installed_version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def runs_on_cpu(engine) -> bool:
+    """Whether `engine` runs on this machine without CUDA: it never needs it, or its
+    installed package is recent enough to fall back to the CPU (Unsloth from 2026.10.9)."""
+    if not engine.needs_cuda:
+        return True
+    if engine.cpu_since is None or engine.package is None:
+        return False
+    found = installed_version(engine.package)
+    if found is None:
+        return False
+    from packaging.version import Version
+
+    return Version(found) >= Version(engine.cpu_since)
+
+
 def check_device(recipe, where: str | None = None) -> None:
     """A recipe with model.device: cuda on a machine without CUDA is refused at once."""
     if recipe.model.device == "cuda" and not cuda_available():
@@ -59,13 +83,16 @@ def _checked(name: str, operation: str) -> str:
         raise FactinjectError(f"unknown {'training' if operation == TRAIN else operation} engine {name!r}",
                               fix=f"use {either(['auto', *usable])}")
     engine = ENGINES[name]
-    if engine.needs_cuda and not cuda_available():
-        raise FactinjectError(f"the {name} engine needs an NVIDIA GPU (CUDA), and this machine has none",
-                              fix=f"use --backend {FALLBACK} (transformers + PEFT, CPU or GPU)")
+    verb = "probe" if operation == GENERATE else "train"
     if engine.package and not installed(engine.package):
-        verb = "probe" if operation == GENERATE else "train"
         raise FactinjectError(f"the {name} engine was asked for, and {engine.library} is not installed in this "
                               f"environment", fix=f"{engine.install}; or {verb} with --backend {FALLBACK}")
+    if engine.needs_cuda and not cuda_available() and not runs_on_cpu(engine):
+        since = (f"; {engine.library} {engine.cpu_since} and later also run on a CPU, this environment has "
+                 f"{installed_version(engine.package)}" if engine.cpu_since else "")
+        raise FactinjectError(f"the {name} engine needs an NVIDIA GPU (CUDA), and this machine has none{since}",
+                              fix=f"use --backend {FALLBACK} (transformers + PEFT, CPU or GPU)"
+                                  + (f", or pip install \"{engine.package}>={engine.cpu_since}\"" if since else ""))
     return name
 
 

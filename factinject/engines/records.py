@@ -120,7 +120,8 @@ class EpochRecord:
     drift: float  # share of drift-control prompts whose greedy answer changed
     drift_changed: int
     drift_n: int
-    seconds: float
+    seconds: float  # the epoch, its evaluation included
+    train_seconds: float | None = None  # the training steps alone
 
 
 @dataclass

@@ -87,11 +87,21 @@ def parity_lines(report: dict) -> list[str]:
     return lines
 
 
+def trained_by(report: dict) -> str:
+    """'; trained by the unsloth engine (Unsloth 2026.10.9)', or nothing before training."""
+    engine = report.get("train_engine")
+    if not engine:
+        return ""
+    version = f" {engine['version']}" if engine.get("version") else ""
+    return f"; trained by the {engine['name']} engine ({engine['library']}{version})"
+
+
 def render_markdown(report: dict) -> str:
     after = report.get("after")
     tuned = report["model"].get("tuned") or "not trained yet"
     lines = [f"# factinject report: {report['run']}", "",
-             f"Base model: `{report['model']['base']}`; tuned: `{tuned}`; probe backend: {report['backend']}.", ""]
+             f"Base model: `{report['model']['base']}`; tuned: `{tuned}`{trained_by(report)}; probe backend: "
+             f"{report['backend']}.", ""]
     if report.get("next_step"):
         lines += [f"> **Not trained yet.** {report['next_step']}", ""]
     if exam_sentence(report):
@@ -303,7 +313,7 @@ def render_html(report: dict) -> str:
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>factinject report: {e(report['run'])}</title><style>{CSS}</style></head><body>
 <h1>factinject report: {e(report['run'])}</h1>
-<p>Base model <code>{e(report['model']['base'])}</code>; tuned <code>{e(str(tuned))}</code>;
+<p>Base model <code>{e(report['model']['base'])}</code>; tuned <code>{e(str(tuned))}</code>{e(trained_by(report))};
 probe backend {e(report['backend'])}. Bars: before (grey) and after (blue); whiskers: 95% Wilson intervals.</p>
 {note}{exam}{missed}
 <h2>Before and after</h2>{_bar_chart(report)}

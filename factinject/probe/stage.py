@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from factinject import controls
+from factinject.engines import ENGINES
 from factinject.engines.choice import check_device, engine_for, generation_engine
 from factinject.engines.process import run_job
 from factinject.engines.records import GenerateJob, Load, ModelUnderTest
@@ -247,6 +248,7 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
 
     report = {
         "run": str(run.path), "backend": engine, "engines": engines_used,
+        "train_engine": training_engine_record(trained) if trained else None,
         "model": {"base": model_name, "tuned": tuned_label, "base_precision": base_target.precision,
                   "tuned_precision": tuned_target.precision if tuned_target else None},
         "before": compute_metrics(probe, before, None),
@@ -296,3 +298,10 @@ def write_reports(run: Run, report: dict, rows: list[dict]) -> None:
 
             shutil.copytree(cache, tmp / ".cache")
 
+
+def training_engine_record(trained) -> dict:
+    """The engine that trained the adapter, and the version of its library."""
+    engine = ENGINES.get(trained.backend)
+    package = engine.package if engine and engine.package else "peft"
+    return {"name": trained.backend, "library": engine.library if engine else trained.backend,
+            "version": (trained.versions or {}).get(package)}
