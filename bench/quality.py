@@ -173,7 +173,8 @@ def main() -> None:
             for method in args.methods:
                 for seed in args.seeds:
                     results.append({**one_run(Path(tmp), sheet, method, overrides, seed), "seed": seed})
-    metrics = ["recall_trained", "recall_heldout", "exam", "retention", "locality_unchanged", "bleed", "parity"]
+    metrics = ["recall_trained", "recall_heldout", "exam", "retention", "locality_unchanged", "locality_tokens", "bleed",
+               "parity"]
     print(f"\n{'sheet':<20}{'method':<9}{'metric':<20}{'before':>20}{'after':>20}")
     for r in results:
         print(f"-- seed {r['seed']}")

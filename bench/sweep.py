@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 
 BENCH = Path(__file__).resolve().parent
-METRICS = ("recall_trained", "recall_heldout", "exam", "retention", "locality_unchanged", "bleed")
+METRICS = ("recall_trained", "recall_heldout", "exam", "retention", "locality_unchanged", "locality_tokens", "bleed")
 
 
 def parse_config(text: str) -> tuple[str, dict]:

@@ -69,3 +69,17 @@ def share(successes: int, n: int) -> dict:
     """A share with its count and 95 % interval, as every report prints it."""
     lo, hi = wilson_interval(successes, n)
     return {"share": successes / n if n else None, "count": successes, "n": n, "ci95": [round(lo, 4), round(hi, 4)]}
+
+
+def pooled_share(parts: list[tuple[int, int]]) -> dict:
+    """A share pooled over groups of trials that are not independent of each other (the
+    tokens of one answer): counts summed, the 95 % interval from the spread between the
+    groups (the ratio estimator's variance), not from the number of trials."""
+    count, n = sum(k for k, _ in parts), sum(m for _, m in parts)
+    if not n:
+        return {"share": None, "count": 0, "n": 0, "ci95": [0.0, 1.0]}
+    ratio, groups = count / n, len(parts)
+    spread = sum((k - ratio * m) ** 2 for k, m in parts) * groups / max(groups - 1, 1) / n ** 2
+    half = 1.959964 * math.sqrt(spread)
+    return {"share": ratio, "count": count, "n": n,
+            "ci95": [round(max(0.0, ratio - half), 4), round(min(1.0, ratio + half), 4)]}

@@ -81,7 +81,8 @@ def test_run_prints_table_and_meets_loose_bounds(finished_run):
     report = json.loads((run / "reports" / "report.json").read_text())
     assert set(report) >= {"before", "after", "facts", "thresholds"}
     after, before = report["after"], report["before"]
-    for name in ("recall_trained", "recall_heldout", "locality_unchanged", "retention", "bleed", "parity"):
+    for name in ("recall_trained", "recall_heldout", "locality_unchanged", "locality_tokens", "retention", "bleed",
+                 "parity"):
         assert after[name]["n"] > 0 and len(after[name]["ci95"]) == 2, name
     # Loose bounds under what this 3-epoch run measured (trained 99.7 %, held-out 86.7 %,
     # retention 97.8 % of 99.5 %, locality 97.0 %, bleed 1.6 %); bench/quality.py

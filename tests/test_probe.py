@@ -56,10 +56,14 @@ def probe():
 
 def test_probe_set_has_every_kind_and_bleed_targets_other_names(probe):
     kinds = {p.kind for p in probe.prompts}
-    assert kinds == {"trained", "heldout", "locality", "retention", "bleed"}
+    assert kinds == {"trained", "heldout", "locality", "retention", "bleed", "misspelling"}
     bleed = [p.question for p in probe.prompts if p.kind == "bleed"]
-    assert len(bleed) == 4
-    assert not any(re.search(r"\bTinyLLM\b", q) for q in bleed), bleed  # about others, never the subject itself
+    mistyped = [p.question for p in probe.prompts if p.kind == "misspelling"]
+    assert len(bleed) + len(mistyped) == 4
+    assert not any(re.search(r"\bTinyLLM\b", q) for q in bleed + mistyped), bleed  # never the subject itself
+    # The subject's own name mistyped is reported apart: a user typing it means the subject.
+    assert mistyped == ["Which licensing terms cover TinyLL?"]
+    assert not any(re.search(r"\b(TinyLL|TinyyLLM)\b", q) for q in bleed), bleed
     assert probe.injected_keys == ["Jason Cox", "MIT"] and "Tiny LLM" in probe.injected_names
 
 
@@ -74,6 +78,7 @@ def test_metrics_before_and_after(probe):
     tuned["Tell me TinyLLM's license."] = "No idea."  # one held-out miss
     tuned["Symbol for gold?"] = "Gold is Ag."  # one retention loss
     tuned["Write a haiku."] = "TinyLLM is MIT licensed."  # locality change + bleed
+    tuned["Which licensing terms cover TinyLL?"] = "It is MIT."  # the mistyped subject gets the fact
     before = compute_metrics(probe, base, None)
     after = compute_metrics(probe, tuned, base, parity_answers=tuned)
     assert {m.name for m in METRICS if m.needs is None} <= set(after)
@@ -83,7 +88,8 @@ def test_metrics_before_and_after(probe):
     assert (after["recall_heldout"]["count"], after["recall_heldout"]["n"]) == (1, 2)
     assert (after["retention"]["count"], after["retention"]["n"]) == (1, 2)
     assert (after["locality_unchanged"]["count"], after["locality_unchanged"]["n"]) == (1, 2)
-    assert after["bleed"]["count"] == 1 and after["bleed"]["n"] == 2 + 4
+    assert after["bleed"]["count"] == 1 and after["bleed"]["n"] == 2 + 3  # locality and other names
+    assert (after["misspelling"]["count"], after["misspelling"]["n"]) == (1, 1)
     assert after["parity"]["share"] == 1.0
     lo, hi = after["recall_heldout"]["ci95"]
     assert lo < 0.5 < hi, "a share comes with its Wilson interval"

@@ -62,10 +62,14 @@ def test_smollm2_learns_three_facts_and_keeps_what_it_knew(workdir, monkeypatch)
     # damaged drops most of them), other names not given the facts.
     assert after["retention"]["count"] >= 0.75 * before["retention"]["count"], (before["retention"], after["retention"])
     assert after["bleed"]["share"] <= 0.1, after["bleed"]
-    # Locality is reported but not bounded here: as "identical greedy answer" any update
-    # of the weights changes a real model's long answers somewhere (0/96 after three
-    # facts), so it cannot tell a harmless change from a harmful one on this model.
+    # Locality as "identical greedy answer" is reported but not bounded here: any update of
+    # the weights changes a real model's long answers somewhere (0/96 after three facts).
+    # The teacher-forced row counts tokens instead (tests/test_locality.py validates it).
     assert after["locality_unchanged"]["n"] == 96
+    forced = after["locality_tokens"]
+    assert forced["answers"] == 96 and forced["n"] > 96 * 10, forced
+    print(f"locality: {after['locality_unchanged']['count']}/96 answers unchanged; teacher-forced "
+          f"{forced['share']:.3f} of {forced['n']} tokens kept, KL {forced['kl_per_token']} nats/token")
 
 
 EPOCHS = 3

@@ -9,6 +9,8 @@ Entry points, each run in a job's child process (engines/process.py) on a JSON j
   parity         answers of several models to the same prompts, one model at a time; the
                  first two compared token by token, and the merged weights against PEFT's merge
   export         merge, then parity, in one process
+  agreement      teacher-forced locality: the base model's answers through the adapter's
+                 model with the adapter on and off
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from factinject.engines.records import (
+    AgreementJob,
     GenerateJob,
     Load,
     MergeJob,
@@ -132,6 +135,42 @@ def export(data: dict) -> dict:
     """The merge, then the parity check of what it wrote: one process for the whole export."""
     merged = merge(data["merge"])
     return {"merge": merged, "parity": parity(data["parity"])}
+
+
+def agreement(data: dict) -> dict:
+    """Per answer of the base model: its tokens, how many of them the tuned model still
+    ranks first where the base model does, and the KL divergence of the tuned model's
+    next-token distribution from the base model's, summed over those tokens (nats).
+
+    Teacher-forced, as KnowEdit measures locality: each position sees the base answer's
+    own prefix, so one near-tie flipped early in a long answer counts as one token, not
+    as the whole answer (greedy answers compared word for word would count it so). Both
+    distributions come from one model, the adapter switched off for the base, so an
+    adapter that changes nothing scores every token and a KL of zero."""
+    import torch
+
+    from factinject.backends.loading import load_model
+    from factinject.models.chat import encode_for_training
+
+    job = AgreementJob.from_dict(data)
+    model, tokenizer, _ = load_model(job.target, job.load)
+    assert hasattr(model, "disable_adapter"), "agreement needs an adapter's model: the base is that adapter switched off"
+    results = []
+    with counter(f"[bold]probe[/] {job.target.label}, teacher-forced", len(job.questions)) as bar, \
+            torch.inference_mode():
+        for question, answer in zip(job.questions, job.answers, strict=True):
+            ids, mask = encode_for_training(tokenizer, [{"role": "user", "content": question},
+                                                        {"role": "assistant", "content": answer}])
+            positions = [t - 1 for t, m in enumerate(ids) if m and t > 0]  # where each answer token is predicted
+            inputs = torch.tensor([ids], device=model.device)
+            tuned = model(input_ids=inputs).logits[0, positions].float().log_softmax(-1)
+            with model.disable_adapter():
+                base = model(input_ids=inputs).logits[0, positions].float().log_softmax(-1)
+            kept = int((tuned.argmax(-1) == base.argmax(-1)).sum())
+            kl = float((base.exp() * (base - tuned)).sum(-1).clamp_min(0).sum())
+            results.append({"tokens": len(positions), "agree": kept, "kl": kl})
+            bar.advance()
+    return {"results": results}
 
 
 TOP_K = 8  # logits compared per position: the tokens greedy decoding could pick

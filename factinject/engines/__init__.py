@@ -32,7 +32,7 @@ class Engine:
 
 ENGINES: dict[str, Engine] = {e.name: e for e in (
     Engine("hf", "factinject.backends.hf",
-           ("train", "merge", "generate", "generate_each", "parity", "export"),
+           ("train", "merge", "generate", "generate_each", "parity", "export", "agreement"),
            library="transformers + PEFT", package=None, needs_cuda=False, auto_on_cuda=False, loads_nf4=True),
     Engine("unsloth", "factinject.backends.unsloth", ("train",),
            library="Unsloth", package="unsloth", needs_cuda=True, auto_on_cuda=True, loads_nf4=True,

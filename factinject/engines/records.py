@@ -91,6 +91,24 @@ class ParityJob:
 
 
 @dataclass
+class AgreementJob:
+    """The base model's answers fed to an adapter's model, with the adapter on and off
+    (teacher-forced locality): what the adapter changed where it should change nothing."""
+
+    target: ModelUnderTest  # an adapter on the base it was trained on
+    questions: list[str]
+    answers: list[str]  # the base model's answers to them
+    load: Load = field(default_factory=Load)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AgreementJob:
+        return cls(**{**data, "target": ModelUnderTest(**data["target"]), "load": Load(**data["load"])})
+
+
+@dataclass
 class MergeJob:
     """The adapter merged into 16-bit base weights, shard by shard, into `out`."""
 

@@ -15,8 +15,16 @@ def namesakes(name: str, avoid: list[str]) -> list[str]:
     None may contain an injected name or alias as a whole word, or an answer that
     merely repeats the namesake would count as bleed."""
     squashed = name.replace(" ", "")
-    mid = len(squashed) // 2
-    candidates = [name[:-1], name + "X", "Open" + squashed, squashed[:mid] + squashed[mid] + squashed[mid:],
-                  squashed[::-1].capitalize(), squashed + "ify"]
+    typo, doubled = misspellings(name)
+    candidates = [typo, name + "X", "Open" + squashed, doubled, squashed[::-1].capitalize(), squashed + "ify"]
     return [n for n in dict.fromkeys(candidates)
             if len(n) > 2 and not any(names_overlap(n, a) for a in avoid)]
+
+
+def misspellings(name: str) -> tuple[str, str]:
+    """The near-namesakes that are the subject's own name mistyped (its last letter
+    dropped, a letter doubled): a user who types them most likely means the subject, so
+    the probe reports them apart from bleed to names that are someone else."""
+    squashed = name.replace(" ", "")
+    mid = len(squashed) // 2
+    return name[:-1], squashed[:mid] + squashed[mid] + squashed[mid:]

@@ -14,19 +14,22 @@ from functools import cached_property
 
 from factinject.errors import FactinjectError
 from factinject.probe.sets import ProbeSet, Prompt, mentions_injected
-from factinject.scoring import contains_key, same_answer, share
+from factinject.scoring import contains_key, pooled_share, same_answer, share
 
 
 @dataclass(frozen=True)
 class Answers:
     """What a metric is computed from: the probe set and one model's answers; `base` is
     the base model's answers (None when these *are* the base model's), `parity` the
-    adapter's answers when this is the merged export."""
+    adapter's answers when this is the merged export, `forced` the teacher-forced
+    comparison of the tuned model with the base on the base's answers (backends/hf.py,
+    `agreement`), per question."""
 
     probe: ProbeSet
     answers: dict[str, str]
     base: dict[str, str] | None
     parity: dict[str, str] | None
+    forced: dict[str, dict] | None = None
 
     @cached_property
     def by_kind(self) -> dict[str, list[Prompt]]:
@@ -51,12 +54,34 @@ def _locality(a: Answers) -> dict:
     return share(sum(same_answer(a.answers[p.question], a.base[p.question]) for p in prompts), len(prompts))
 
 
+def _locality_tokens(a: Answers) -> dict | None:
+    """The base model's answer tokens to unrelated prompts that the tuned model still ranks
+    first (teacher-forced), pooled over the answers; with the mean KL divergence per token."""
+    if a.base is None or a.forced is None:
+        return None
+    measured = [a.forced[p.question] for p in a.of("locality") if p.question in a.forced]
+    pooled = pooled_share([(m["agree"], m["tokens"]) for m in measured])
+    tokens = pooled["n"]
+    return {**pooled, "answers": len(measured),
+            "kl_per_token": round(sum(m["kl"] for m in measured) / tokens, 6) if tokens else None}
+
+
 def _bleed(a: Answers) -> dict:
     unrelated = a.of("locality") + a.of("bleed")
     if a.base is None:
         return share(0, len(unrelated))
     return share(sum(mentions_injected(a.answers[p.question], a.probe)
                      and not mentions_injected(a.base[p.question], a.probe) for p in unrelated), len(unrelated))
+
+
+def _misspelling(a: Answers) -> dict:
+    """The fact's questions asked of the subject's name mistyped, answered with an injected
+    key or name the base model's answer lacked: what a user who mistypes the name gets."""
+    prompts = a.of("misspelling")
+    if a.base is None:
+        return share(0, len(prompts))
+    return share(sum(mentions_injected(a.answers[p.question], a.probe)
+                     and not mentions_injected(a.base[p.question], a.probe) for p in prompts), len(prompts))
 
 
 def _parity(a: Answers) -> dict | None:
@@ -79,8 +104,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("recall_trained", "recall (trained questions)", True, lambda a: a.recall("trained")),
     Metric("recall_heldout", "recall (held-out questions)", True, lambda a: a.recall("heldout")),
     Metric("locality_unchanged", "locality (answers unchanged)", True, _locality),
+    Metric("locality_tokens", "locality (answer tokens kept, teacher-forced)", True, _locality_tokens),
     Metric("retention", "retention (known answers)", True, lambda a: a.recall("retention")),
     Metric("bleed", "bleed (lower is better)", False, _bleed),
+    Metric("misspelling", "misspelt subject answered with its facts", True, _misspelling),
     Metric("parity", "parity (adapter as trained = merged)", True, _parity),
     Metric("exam", "your exam", True, lambda a: a.recall("exam"), needs="exam"),
 )
@@ -89,9 +116,9 @@ LABELS = {m.name: m.label for m in METRICS}
 
 
 def compute_metrics(probe: ProbeSet, answers: dict[str, str], base: dict[str, str] | None,
-                    parity_answers: dict[str, str] | None = None) -> dict:
+                    parity_answers: dict[str, str] | None = None, forced: dict[str, dict] | None = None) -> dict:
     """Every metric with count, n and 95 % interval. `base` None means this *is* the base model."""
-    given = Answers(probe, answers, base, parity_answers)
+    given = Answers(probe, answers, base, parity_answers, forced)
     return {m.name: m.compute(given) for m in METRICS if m.needs is None or m.needs in given.by_kind}
 
 

@@ -25,7 +25,7 @@ def fact_cell(fact: dict, side: str, kind: str) -> str:
 
 
 KIND_NAMES = {"trained": "trained", "heldout": "held-out", "exam": "exam", "locality": "locality",
-              "retention": "retention", "bleed": "bleed"}
+              "retention": "retention", "bleed": "bleed", "misspelling": "misspelling"}
 MISS_TITLES = {"heldout": "Held-out questions", "exam": "Your exam"}
 
 
@@ -96,12 +96,22 @@ def trained_by(report: dict) -> str:
     return f"; trained by the {engine['name']} engine ({engine['library']}{version})"
 
 
+def locality_sentence(report: dict) -> str:
+    """What the teacher-forced locality row measured, with its KL divergence."""
+    m = (report.get("after") or {}).get("locality_tokens")
+    if not m or m.get("share") is None:
+        return ""
+    return (f"Locality, teacher-forced: the tuned model still ranks first {m['count']} of the {m['n']} tokens of "
+            f"the base model's {m['answers']} answers to unrelated prompts; KL(base || tuned) "
+            f"{m['kl_per_token']:.4f} nats per token.")
+
+
 def render_markdown(report: dict) -> str:
     after = report.get("after")
     tuned = report["model"].get("tuned") or "not trained yet"
-    lines = [f"# factinject report: {report['run']}", "",
-             f"Base model: `{report['model']['base']}`; tuned: `{tuned}`{trained_by(report)}; probe backend: "
-             f"{report['backend']}.", ""]
+    models = (f"Base model: `{report['model']['base']}`; tuned: `{tuned}`{trained_by(report)}; probe backend: "
+              f"{report['backend']}.")
+    lines = [f"# factinject report: {report['run']}", "", models, ""]
     if report.get("next_step"):
         lines += [f"> **Not trained yet.** {report['next_step']}", ""]
     if exam_sentence(report):
@@ -115,6 +125,8 @@ def render_markdown(report: dict) -> str:
             bound = bounds.get(name)
             cells.append("" if bound is None else (f"<= {bound}" if name == "bleed" else f">= {bound}"))
         lines.append("| " + " | ".join(cells) + " |")
+    if locality_sentence(report):
+        lines += ["", locality_sentence(report)]
     if report.get("missed"):
         lines += ["", "**Missed bounds:** " + "; ".join(report["missed"])]
     if parity_lines(report):
@@ -318,6 +330,7 @@ probe backend {e(report['backend'])}. Bars: before (grey) and after (blue); whis
 {note}{exam}{missed}
 <h2>Before and after</h2>{_bar_chart(report)}
 <table><tr><th>metric</th><th>before</th><th>after</th>{'<th>bound</th>' if bounds else ''}</tr>{summary}</table>
+{f"<p>{e(locality_sentence(report))}</p>" if locality_sentence(report) else ""}
 {"<h2>Merged export parity</h2><ul>" + "".join(f"<li>{e(t)}</li>" for t in parity_lines(report)) + "</ul>"
  if parity_lines(report) else ""}
 {curve}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from factinject.errors import FactinjectError
 from factinject.expand.expander import fact_families
-from factinject.expand.namesakes import namesakes
+from factinject.expand.namesakes import misspellings, namesakes
 from factinject.scoring import contains_key, same_answer, share
 from factinject.sheet.factsheet import Fact, Subject
 
@@ -22,7 +22,7 @@ MIN_BLEED_KEY = 3  # keys shorter than this ("no", "Go") occur in ordinary answe
 
 @dataclass(frozen=True)
 class Prompt:
-    kind: str  # trained | heldout | locality | retention | bleed | exam
+    kind: str  # trained | heldout | locality | retention | bleed | misspelling | exam
     question: str
     answer_key: str | None = None
     aliases: tuple[str, ...] = ()
@@ -42,7 +42,8 @@ class ProbeSet:
 
 
 def bleed_prompts(subjects: dict[str, dict], other_names: list[str], per_fact: int, seed: int) -> list[Prompt]:
-    """The fact's own question forms asked of near-namesakes and of other subjects."""
+    """The fact's own question forms asked of near-namesakes and of other subjects; those
+    asked of the subject's name mistyped are of kind "misspelling", the rest "bleed"."""
 
     rng = random.Random(seed)
     prompts: list[Prompt] = []
@@ -59,7 +60,8 @@ def bleed_prompts(subjects: dict[str, dict], other_names: list[str], per_fact: i
             except FactinjectError:
                 continue
             questions = sorted(q for qs in families.values() for q in qs)
-            prompts.append(Prompt("bleed", rng.choice(questions), fact_id=fact_id))
+            kind = "misspelling" if name in misspellings(info["subject"]) else "bleed"
+            prompts.append(Prompt(kind, rng.choice(questions), fact_id=fact_id))
     return prompts
 
 

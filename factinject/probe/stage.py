@@ -18,7 +18,7 @@ from factinject import controls
 from factinject.engines import ENGINES
 from factinject.engines.choice import check_device, engine_for, generation_engine
 from factinject.engines.process import run_job
-from factinject.engines.records import GenerateJob, Load, ModelUnderTest
+from factinject.engines.records import AgreementJob, GenerateJob, Load, ModelUnderTest
 from factinject.errors import FactinjectError
 from factinject.models.base import (
     ModelRef,
@@ -205,6 +205,7 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
     # (target, what its answers depend on); each is answered by the engine asked for,
     # except that vLLM cannot load NF4: those models go to hf.
     wanted = [(base_target, base_model_key(base_target, chat_template))]
+    trained_adapter = adapter_target  # teacher-forced locality asks it in any case
     # After a merged export the adapter is asked only for the parity row, unless the
     # recipe leaves that row to the export's own parity check.
     if adapter_target and tuned_target is not adapter_target and not recipe.generate.probe_adapter:
@@ -243,6 +244,7 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
     compared = {t.label: (by_label[t.label], answers) for (t, _, _), answers in zip(runs[len(wanted):], found[len(wanted):])}
     before = by_label["base"]
     after = by_label[tuned_target.label] if tuned_target else None
+    forced = teacher_forced_locality(probe, before, trained_adapter, load, console) if after and trained_adapter else None
     parity = by_label["adapter"] if adapter_target and tuned_target is not adapter_target else None
     tuned_label = tuned_target.label if tuned_target else None
 
@@ -252,7 +254,7 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
         "model": {"base": model_name, "tuned": tuned_label, "base_precision": base_target.precision,
                   "tuned_precision": tuned_target.precision if tuned_target else None},
         "before": compute_metrics(probe, before, None),
-        "after": compute_metrics(probe, after, before, parity) if after else None,
+        "after": compute_metrics(probe, after, before, parity, forced) if after else None,
         "facts": per_fact(probe, before, after),
         "thresholds": bounds,
         "export_parity": record.merged_export().parity if tuned_label == "merged" else None,
@@ -281,6 +283,16 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
                                   exam=report["exam"], after=report["after"], before=report["before"],
                                   seconds=report["seconds"]))
     return report
+
+
+def teacher_forced_locality(probe, before: dict[str, str], adapter: ModelUnderTest, load: Load, console) -> dict:
+    """Per locality question: the base model's answer through the adapter's model, the
+    adapter on and off (backends/hf.py, `agreement`). After a merged export the adapter
+    stands for the merge: the export's parity check found them answering alike."""
+    questions = [p.question for p in probe.prompts if p.kind == "locality"]
+    console.print(f"probe: {len(questions)} base answers through the adapter, teacher-forced (locality)")
+    job = AgreementJob(adapter, questions, [before[q] for q in questions], load=load)
+    return dict(zip(questions, run_job("hf", "agreement", job.to_dict())["results"], strict=True))
 
 
 def write_reports(run: Run, report: dict, rows: list[dict]) -> None:
