@@ -74,7 +74,7 @@ def test_probe_of_an_untrained_run_picks_up_the_exam_and_says_what_to_run(workdi
     exam_rows = [r for r in rows if r["set"] == "exam"]
     assert [r["fact_id"] for r in exam_rows] == ["zorblat/colour", "zorblat/maker", None]
     assert all(r["correct_before"] is False and r["correct_after"] is None for r in exam_rows)
-    assert {r["set"] for r in rows} == {"trained", "heldout", "exam", "locality", "retention", "bleed"}
+    assert {r["set"] for r in rows} == {"trained", "heldout", "exam", "locality", "retention", "bleed", "misspelling"}
 
 
 def test_probe_questions_overrides_the_exam_next_to_the_sheet(workdir):
