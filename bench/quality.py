@@ -33,6 +33,7 @@ from factinject.expand.expander import ExpandConfig, Expansion, expand_sheets
 from factinject.expand.write import write_expansion
 from factinject.export.stage import export_merged
 from factinject.probe.exam import exam_next_to, exams_for
+from factinject.probe.metrics import METRICS
 from factinject.probe.stage import run_probe
 from factinject.recipe import load_recipe
 from factinject.rundir.files import Run
@@ -173,8 +174,7 @@ def main() -> None:
             for method in args.methods:
                 for seed in args.seeds:
                     results.append({**one_run(Path(tmp), sheet, method, overrides, seed), "seed": seed})
-    metrics = ["recall_trained", "recall_heldout", "exam", "retention", "locality_unchanged", "locality_tokens", "bleed",
-               "parity"]
+    metrics = [m.name for m in METRICS]
     print(f"\n{'sheet':<20}{'method':<9}{'metric':<20}{'before':>20}{'after':>20}")
     for r in results:
         print(f"-- seed {r['seed']}")

@@ -147,8 +147,7 @@ def agreement(data: dict) -> dict:
     as the whole answer (greedy answers compared word for word would count it so). Both
     distributions come from one model, the adapter switched off for the base, so an
     adapter that changes nothing scores every token and a KL of zero."""
-    import torch
-
+    from factinject.backends.hf_generate import teacher_forced
     from factinject.backends.loading import load_model
     from factinject.models.chat import encode_for_training
 
@@ -156,19 +155,19 @@ def agreement(data: dict) -> dict:
     model, tokenizer, _ = load_model(job.target, job.load)
     assert hasattr(model, "disable_adapter"), "agreement needs an adapter's model: the base is that adapter switched off"
     results = []
-    with counter(f"[bold]probe[/] {job.target.label}, teacher-forced", len(job.questions)) as bar, \
-            torch.inference_mode():
+    with counter(f"[bold]probe[/] {job.target.label}, teacher-forced", len(job.questions)) as bar:
         for question, answer in zip(job.questions, job.answers, strict=True):
             ids, mask = encode_for_training(tokenizer, [{"role": "user", "content": question},
                                                         {"role": "assistant", "content": answer}])
-            positions = [t - 1 for t, m in enumerate(ids) if m and t > 0]  # where each answer token is predicted
-            inputs = torch.tensor([ids], device=model.device)
-            tuned = model(input_ids=inputs).logits[0, positions].float().log_softmax(-1)
+            split = mask.index(1)  # the prompt, then the answer the base model gave
+            sequence = [(ids[:split], ids[split:])]
+            (tuned, _), = teacher_forced(model, sequence)
             with model.disable_adapter():
-                base = model(input_ids=inputs).logits[0, positions].float().log_softmax(-1)
+                (base, _), = teacher_forced(model, sequence)
+            tuned, base = tuned.log_softmax(-1), base.log_softmax(-1)
             kept = int((tuned.argmax(-1) == base.argmax(-1)).sum())
             kl = float((base.exp() * (base - tuned)).sum(-1).clamp_min(0).sum())
-            results.append({"tokens": len(positions), "agree": kept, "kl": kl})
+            results.append({"tokens": len(ids) - split, "agree": kept, "kl": kl})
             bar.advance()
     return {"results": results}
 

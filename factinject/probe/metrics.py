@@ -66,22 +66,22 @@ def _locality_tokens(a: Answers) -> dict | None:
             "kl_per_token": round(sum(m["kl"] for m in measured) / tokens, 6) if tokens else None}
 
 
-def _bleed(a: Answers) -> dict:
-    unrelated = a.of("locality") + a.of("bleed")
+def _newly_injected(a: Answers, prompts: list[Prompt]) -> dict:
+    """Share of `prompts` whose answer names an injected key or subject the base model's did not."""
     if a.base is None:
-        return share(0, len(unrelated))
+        return share(0, len(prompts))
     return share(sum(mentions_injected(a.answers[p.question], a.probe)
-                     and not mentions_injected(a.base[p.question], a.probe) for p in unrelated), len(unrelated))
+                     and not mentions_injected(a.base[p.question], a.probe) for p in prompts), len(prompts))
+
+
+def _bleed(a: Answers) -> dict:
+    return _newly_injected(a, a.of("locality") + a.of("bleed"))
 
 
 def _misspelling(a: Answers) -> dict:
     """The fact's questions asked of the subject's name mistyped, answered with an injected
     key or name the base model's answer lacked: what a user who mistypes the name gets."""
-    prompts = a.of("misspelling")
-    if a.base is None:
-        return share(0, len(prompts))
-    return share(sum(mentions_injected(a.answers[p.question], a.probe)
-                     and not mentions_injected(a.base[p.question], a.probe) for p in prompts), len(prompts))
+    return _newly_injected(a, a.of("misspelling"))
 
 
 def _parity(a: Answers) -> dict | None:

@@ -125,8 +125,9 @@ def render_markdown(report: dict) -> str:
             bound = bounds.get(name)
             cells.append("" if bound is None else (f"<= {bound}" if name == "bleed" else f">= {bound}"))
         lines.append("| " + " | ".join(cells) + " |")
-    if locality_sentence(report):
-        lines += ["", locality_sentence(report)]
+    locality = locality_sentence(report)
+    if locality:
+        lines += ["", locality]
     if report.get("missed"):
         lines += ["", "**Missed bounds:** " + "; ".join(report["missed"])]
     if parity_lines(report):
@@ -322,6 +323,7 @@ def render_html(report: dict) -> str:
         curve = (f"<h2>Training curve</h2>{_curve_chart(report['curve'], report.get('best_epoch'), report.get('max_drift'))}"
                  f"<p>{e(curve_reason(report))}</p>")
     tuned = report["model"].get("tuned") or "not trained yet"
+    locality = f"<p>{e(locality_sentence(report))}</p>" if locality_sentence(report) else ""
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>factinject report: {e(report['run'])}</title><style>{CSS}</style></head><body>
 <h1>factinject report: {e(report['run'])}</h1>
@@ -330,7 +332,7 @@ probe backend {e(report['backend'])}. Bars: before (grey) and after (blue); whis
 {note}{exam}{missed}
 <h2>Before and after</h2>{_bar_chart(report)}
 <table><tr><th>metric</th><th>before</th><th>after</th>{'<th>bound</th>' if bounds else ''}</tr>{summary}</table>
-{f"<p>{e(locality_sentence(report))}</p>" if locality_sentence(report) else ""}
+{locality}
 {"<h2>Merged export parity</h2><ul>" + "".join(f"<li>{e(t)}</li>" for t in parity_lines(report)) + "</ul>"
  if parity_lines(report) else ""}
 {curve}
