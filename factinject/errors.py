@@ -37,3 +37,17 @@ class Interrupted(FactinjectError):
     """Ctrl-C (SIGINT): say what was kept and how to go on; 130 is the shell's code for it."""
 
     exit_code = 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a job scheduler, a container stopping), raised where Ctrl-C would be,
+    so that it cleans up and reports the same way; the shell's code for it is 143."""
+
+
+def interrupted(what: str, *, where=None, fix: str | None = None, signal: BaseException | None = None) -> Interrupted:
+    """The Interrupted error for Ctrl-C, or for SIGTERM when `signal` is a Terminated."""
+    err = Interrupted(what.replace("(Ctrl-C)", "(SIGTERM)") if isinstance(signal, Terminated) else what,
+                      where=where, fix=fix)
+    if isinstance(signal, Terminated):
+        err.exit_code = 143
+    return err

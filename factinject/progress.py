@@ -4,6 +4,7 @@ steps, epoch, loss and one line per finished epoch. Rich only: no heavy imports.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 
 from rich.console import Console
@@ -29,11 +30,31 @@ class Counter:
         self.bar.reset(self.task)
 
 
+class _LineCounter:
+    """Off a terminal (CI logs, pipes) a live bar cannot redraw: count, then print one line."""
+
+    def __init__(self):
+        self.done = 0
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+
+    def reset(self) -> None:
+        self.done = 0
+
+
 @contextlib.contextmanager
 def counter(title: str, total: int) -> Iterator[Counter]:
-    """A transient bar '<title> ━━━ 12/40 0:00:03' on stderr while `total` things are done."""
+    """A transient bar '<title> ━━━ 12/40 0:00:03' on stderr while `total` things are done;
+    off a terminal, one line '<title>: 40/40 in 3.1s' when they are."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        started, lines = time.perf_counter(), _LineCounter()
+        yield lines
+        console.print(f"{title}: {lines.done}/{total} in {time.perf_counter() - started:.1f}s", highlight=False)
+        return
     with Progress(TextColumn(title), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True,
-                  console=Console(stderr=True)) as bar:
+                  console=console) as bar:
         yield Counter(bar, bar.add_task(title, total=total))
 
 

@@ -290,8 +290,10 @@ def _read_yaml(p: Path) -> tuple[dict, str]:
         mark = getattr(err, "problem_mark", None)
         raise FactinjectError(f"not valid YAML: {getattr(err, 'problem', err)}", where=p,
                               line=mark.line + 1 if mark else None, fix="fix the indentation or quoting on that line") from None
-    if data is None:
-        data = {}
+    if data is None or data == {}:  # would silently run with the recipe it extends
+        raise FactinjectError("the recipe is empty (no settings, only blank lines or comments)", where=p,
+                              fix="write the settings you want to change (docs/recipes.md), or pass a shipped recipe "
+                                  f"by name: {', '.join(recipe_names())}")
     validate_recipe(data, str(p), text)  # each file's own mistakes are named in that file, at their line
     return data, text
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,22 @@ if os.environ.get(UNSLOTH_LANE_ENV) == "1":
     import unsloth  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
+# The base model's answers are kept across runs (factinject/models/answer_cache.py). Tests
+# start from an empty answer cache of their own, never the user's: a test that plants a
+# fault in generation must see generation run.
+os.environ["FACTINJECT_ANSWER_CACHE"] = tempfile.mkdtemp(prefix="factinject-answers-")
 FACTS = REPO / "facts"
 # Tiny real-architecture fixtures are built on first use into this machine's cache
 # (~/.cache/factinject/fixtures, or FACTINJECT_CACHE), in a folder named after what they
 # are built from and by, and reused by every test, job and clone of the same code.
+
+
+@pytest.fixture(autouse=True)
+def empty_answer_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Each test starts with an empty answer cache (and its subprocesses share it)."""
+    folder = tmp_path_factory.mktemp("answers")
+    monkeypatch.setenv("FACTINJECT_ANSWER_CACHE", str(folder))
+    return folder
 
 
 @pytest.fixture

@@ -40,6 +40,15 @@ fix; tests/test_reliability_docs.py checks that no message is missing from it.
 | two commands writing one run | test_second_writer_fails_at_once[expand/train/export/probe/run], test_lock_of_a_dead_process_is_taken_over |
 | secrets | test_no_secret_in_outputs_manifests_reports_or_logs, test_error_messages_redact_secrets |
 | also | test_missing_or_stale_run_directory, test_read_only_export_folder, test_export_out_and_overwrite |
+| export --out on a user's folder (with and without --force) | tests/test_reliability_owned.py::test_export_out_refuses_a_users_folder, test_export_force_replaces_only_what_factinject_wrote, test_an_export_without_a_marker_is_recognised_by_the_manifest |
+| expand / run --run on a folder that is not a run | test_expand_and_run_refuse_a_folder_that_is_not_a_run, test_foreign_manifest_is_not_a_run |
+| output paths that cannot be folders (a file, under a file, /dev/null, /proc) | test_out_and_run_paths_that_cannot_be_folders |
+| retraining a run: refused, then its export and report stale; a stale merge never probed | test_retraining_is_refused_then_marks_the_export_stale |
+| any weights file damaged or truncated (adapter, merged, checkpoint) | test_damaged_weights_are_named_before_any_work, test_damaged_checkpoint_is_dropped_and_resume_says_so |
+| empty recipe; empty fact value; resume with other flags | test_empty_recipe_is_refused, test_empty_fact_value_says_so, test_resume_with_other_flags_points_at_fresh |
+| exam rows: a number or an empty question, the same question twice, one over the context | test_exam_rows_that_cannot_be_asked, test_exam_question_longer_than_the_context |
+| file modes follow the umask; the bitsandbytes hub-kernel notice | test_published_files_follow_the_users_umask, test_the_hub_kernel_notice_of_bitsandbytes_is_not_shown |
+| every stage interrupted by SIGINT, SIGTERM, SIGKILL; rerun resumes or refuses clearly | tests/test_reliability_interrupts.py |
 | docs | test_every_error_message_is_in_troubleshooting |
 """
 

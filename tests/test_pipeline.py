@@ -172,7 +172,14 @@ def test_probe_refuses_a_template_that_differs_from_training(finished_run, tmp_p
     copy = tmp_path / "tinyllm"
     shutil.copytree(run, copy)
     template = copy / "adapter" / "chat_template.jinja"
-    template.write_text(template.read_text().replace("<|assistant|>", "<|assistant|> "))
+    original = template.read_text()
+    template.write_text(original.replace("<|assistant|>", "<|assistant|> "))
+    result = CliRunner().invoke(main, ["probe", "--run", str(copy)])
+    assert result.exit_code == 2, result.output  # the adapter's files are checked against training's hashes
+    assert "chat_template.jinja is not the file training wrote" in result.output, result.output
+    template.write_text(original)
+    merged = copy / "merged" / "chat_template.jinja"
+    merged.write_text(merged.read_text().replace("<|assistant|>", "<|assistant|> "))
     result = CliRunner().invoke(main, ["probe", "--run", str(copy)])
     assert result.exit_code == 2, result.output
-    assert "chat template of the adapter model" in result.output and "differs from the one recorded at training" in result.output
+    assert "chat template of the merged model" in result.output and "differs from the one recorded at training" in result.output

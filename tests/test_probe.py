@@ -165,7 +165,7 @@ def test_exam_file_accepts_a_bom_and_crlf(tmp_path):
     ('["Who?", "Ann"]', "must be a JSON object"),
     ('{"question": "Who?", "answer_kye": "Ann"}', "unknown field 'answer_kye'"),
     ('{"question": "Who?", "answer_key": "Ann", "expected": "Bo"}', "both 'answer_key' and 'expected'"),
-    ('{"question": "", "answer_key": "Ann"}', "needs 'question' and 'answer_key'"),
+    ('{"question": "", "answer_key": "Ann"}', "the question is empty"),
     ('{"question": "Who?", "answer_key": ["Ann"]}', "must be a non-empty string"),
     ('{"question": "Who?", "answer_key": "Ann", "aliases": "Annie"}', "'aliases' must be a list"),
     ('{"question": "Who?", "answer_key": "the"}', "only common words"),

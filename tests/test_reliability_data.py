@@ -18,7 +18,7 @@ def test_corrupted_data_line_is_named_by_file_and_line(trained, tmp_path, comman
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     lines[1] = lines[1][: len(lines[1]) // 2] + "\n"  # a line cut in half
     path.write_text("".join(lines), encoding="utf-8")
-    args = {"train": ["train", "--run", run, "--fresh"], "probe": ["probe", "--run", run],
+    args = {"train": ["train", "--run", run, "--fresh", "--force"], "probe": ["probe", "--run", run],
             "export": ["export", "--run", run, "--merged", "--force"]}[command]
     before = snapshot(run)
     expect_error(invoke(*args), what="line is not a valid factinject row", where=f"{path}:2",
@@ -42,7 +42,7 @@ def test_manifest_from_another_version(trained, tmp_path, command):
 def test_manifest_that_is_not_json(expanded):
     (expanded / "manifest.json").write_text('{"manifest_version": 1,')
     expect_error(invoke("train", "--run", expanded), what="manifest is not valid JSON",
-                 where=expanded / "manifest.json", fix="re-run `factinject expand`")
+                 where=expanded / "manifest.json", fix="expand the sheet into a new run")
 
 
 def test_missing_or_stale_run_directory(workdir, expanded):

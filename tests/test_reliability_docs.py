@@ -16,7 +16,7 @@ def error_messages() -> list[tuple[str, int, str]]:
     found = []
     for path in sorted((REPO / "factinject").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("FactinjectError", "Interrupted")
+            if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("FactinjectError", "Interrupted", "interrupted")
                     and node.args):
                 continue
             first = node.args[0]

@@ -21,7 +21,9 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from factinject.backends.hf_generate import DRIFT_TOKENS, generate
-from factinject.engines.records import EpochRecord, TrainJob
+from factinject.backends.loading import base_answer_cache
+from factinject.engines.records import EpochRecord, Load, ModelUnderTest, TrainJob
+from factinject.models.answer_cache import cached_generate
 from factinject.recipe import Recipe
 from factinject.rundir.files import atomic_dir, write_text_atomic
 from factinject.scoring import contains_key, same_answer
@@ -34,14 +36,17 @@ class Reference:
     contrast: list[tuple[str, str]]
     drift: list[str]  # the base model's answer openings to the drift prompts
     unfinished: int  # replay and contrast answers left out: not finished within the budget
+    cached: int = 0  # answers that came from the answer cache
 
 
 def _chats(questions: list[str]) -> list[list[dict]]:
     return [[{"role": "user", "content": q}] for q in questions]
 
 
-def base_answers(model, tokenizer, job: TrainJob, cache: Path) -> Reference:
-    """The base model's greedy answers, computed once per training (cached for --resume)."""
+def base_answers(model, tokenizer, job: TrainJob, cache: Path, engine: str = "hf") -> Reference:
+    """The base model's greedy answers, computed once per training (cached for --resume), and
+    across runs in the answer cache (models/answer_cache.py): only prompts the base model was
+    never asked in this precision and engine are generated."""
     recipe = Recipe.model_validate(job.recipe)
     budget = recipe.generate.max_new_tokens
     batch = recipe.generate.batch_size or 64
@@ -52,14 +57,24 @@ def base_answers(model, tokenizer, job: TrainJob, cache: Path) -> Reference:
         if cached.get("key") == key:
             return Reference(**{k: [tuple(p) for p in v] if k in ("replay", "contrast") else v
                                 for k, v in cached["reference"].items()})
+    target = ModelUnderTest("base", job.model_path, local=job.model_local, load_in_4bit=recipe.model.load_in_4bit,
+                            dtype=recipe.model.dtype)
+    load = Load(device=recipe.model.device, chat_template=job.chat_template)
+
+    def store(tokens: int):  # keyed apart from the probe's: training prepares the model (e.g. QLoRA's float32 norms)
+        return base_answer_cache(target, load, tokens, f"{engine} (training)") if job.answer_cache else None
+
+    def answered(tokens: int):
+        return lambda prompts: generate(model, tokenizer, _chats(prompts), batch_size=batch, max_new_tokens=tokens)
+
     asked = job.replay_prompts + job.contrast_prompts
-    answers, finished = generate(model, tokenizer, _chats(asked), batch_size=batch, max_new_tokens=budget)
+    answers, finished, hits = cached_generate(store(budget), asked, answered(budget))
     kept = [(q, a) if done and a.strip() else None for q, a, done in zip(asked, answers, finished)]
     n = len(job.replay_prompts)
-    drift, _ = generate(model, tokenizer, _chats(job.drift_prompts), batch_size=batch,
-                        max_new_tokens=min(DRIFT_TOKENS, budget))
+    drift_tokens = min(DRIFT_TOKENS, budget)
+    drift, _, drift_hits = cached_generate(store(drift_tokens), job.drift_prompts, answered(drift_tokens))
     reference = Reference(replay=[p for p in kept[:n] if p], contrast=[p for p in kept[n:] if p], drift=drift,
-                          unfinished=sum(not done for done in finished))
+                          unfinished=sum(not done for done in finished), cached=hits + drift_hits)
     write_text_atomic(cache, json.dumps({"key": key, "reference": asdict(reference)}, ensure_ascii=False))
     return reference
 
@@ -123,7 +138,7 @@ class EpochCallback(TrainerCallback):
             dev_recall=correct / len(dev) if dev else 0.0, dev_correct=correct, dev_n=len(dev),
             drift=changed / len(self.reference) if self.reference else 0.0, drift_changed=changed,
             drift_n=len(self.reference), seconds=round(time.perf_counter() - self.epoch_started, 2),
-            train_seconds=round(trained, 2),
+            train_seconds=round(trained, 2), step_losses=[round(v, 5) for v in self.losses],
         )
         self.curve.append(record)
         self.losses, self.epoch_started = [], time.perf_counter()

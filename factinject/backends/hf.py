@@ -107,16 +107,25 @@ def _answer(model, tokenizer, questions: list[str], max_new_tokens: int, batch_s
 
 
 def generate(data: dict) -> dict:
-    from factinject.backends.loading import load_model
+    from factinject.backends.loading import base_answer_cache, load_model
+    from factinject.models.answer_cache import cached_generate
 
     job = GenerateJob.from_dict(data)
     started = time.perf_counter()
-    model, tokenizer, device = load_model(job.target, job.load)
-    loaded = time.perf_counter()
-    answers, finished = _answer(model, tokenizer, job.questions, job.max_new_tokens,
-                                _batch_size(job.batch_size, device), job.target.label)
-    return {"answers": answers, "finished": finished, "device": device, "load_seconds": round(loaded - started, 2),
-            "generate_seconds": round(time.perf_counter() - loaded, 2)}
+    cache = base_answer_cache(job.target, job.load, job.max_new_tokens) if job.answer_cache else None
+    times = {"load_seconds": 0.0, "generate_seconds": 0.0, "device": None}
+
+    def answer(prompts: list[str]):  # only the prompts the cache does not hold: no model loaded when it holds all
+        model, tokenizer, times["device"] = load_model(job.target, job.load)
+        loaded = time.perf_counter()
+        times["load_seconds"] = round(loaded - started, 2)
+        out = _answer(model, tokenizer, prompts, job.max_new_tokens, _batch_size(job.batch_size, times["device"]),
+                      job.target.label)
+        times["generate_seconds"] = round(time.perf_counter() - loaded, 2)
+        return out
+
+    answers, finished, cached = cached_generate(cache, job.questions, answer)
+    return {"answers": answers, "finished": finished, "cached": cached, **times}
 
 
 def generate_each(data: dict) -> dict:

@@ -154,3 +154,22 @@ def release() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def base_answer_cache(target: ModelUnderTest, load: Load, max_new_tokens: int, engine: str = "hf"):
+    """The answer cache of a base model as this engine answers it (models/answer_cache.py);
+    None for any other model, or a hub model not downloaded yet."""
+    import torch
+
+    from factinject.models.answer_cache import AnswerCache, base_answer_key, library_versions, local_folder
+
+    folder = local_folder(target.path, target.local)
+    if target.adapter or target.label != "base" or folder is None:
+        return None
+    device = resolve_device(load.device)
+    libraries = ("torch", "transformers", *(("bitsandbytes",) if target.load_in_4bit else ()),
+                 *(("unsloth",) if engine.startswith("unsloth") else ()))
+    return AnswerCache(base_answer_key(
+        model_folder=folder, chat_template=load.chat_template, precision=target.precision, max_new_tokens=max_new_tokens,
+        engine=engine, versions=library_versions(*libraries),
+        device=torch.cuda.get_device_name() if device == "cuda" else device))

@@ -198,7 +198,7 @@ def run_sft(job: TrainJob, model, tokenizer, *, engine: str, base_identity: dict
     recipe = Recipe.model_validate(job.recipe)
     if to_inference:
         to_inference(model)
-    reference = base_answers(model, tokenizer, job, job.state_dir / "base_answers.json")
+    reference = base_answers(model, tokenizer, job, job.state_dir / "base_answers.json", engine)
 
     def conversations(pairs):
         return [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
@@ -238,7 +238,7 @@ def run_sft(job: TrainJob, model, tokenizer, *, engine: str, base_identity: dict
         decision = callback.decide()
     assert decision is not None and decision.best_epoch is not None, "training ended without a measured epoch"
     counts = {"replay": len(rows) - len(job.fact_rows) - len(contrast), "contrast": len(contrast),
-              "unfinished_left_out": reference.unfinished,
+              "unfinished_left_out": reference.unfinished, "base_answers_cached": reference.cached,
               "tokens_per_epoch": sum(len(row["input_ids"]) for row in dataset)}
     return TrainResult(curve=callback.curve, best_epoch=decision.best_epoch, reason=decision.reason, backend=engine,
                        seconds=0.0, base_identity=base_identity, replay_rows=counts["replay"], row_counts=counts)

@@ -20,6 +20,12 @@ training_backend_option = click.option(
          "CPU or GPU; 'cpu' is an old name for it); unsloth also runs on a CPU from Unsloth 2026.10.9.")
 
 
+# `train`, `probe` and `run`: the base model's answers are kept across runs (models/answer_cache.py).
+answer_cache_option = click.option(
+    "--no-answer-cache", "no_answer_cache", is_flag=True,
+    help="Generate every base-model answer anew, neither reading nor writing the answer cache (`factinject cache`).")
+
+
 def warn_if_training_is_long(expansion: Expansion, run: Run, recipe=None) -> None:
     """A big sheet expands in seconds and then trains for hours: say so before anyone waits."""
     from factinject.train.estimate import training_warning

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from factinject.commands.common import answer_cache_option
 from factinject.engines import GENERATE, choices
 
 
@@ -26,8 +27,9 @@ from factinject.engines import GENERATE, choices
               help="For a base model without a chat template (default: the one this run recorded).")
 @click.option("--compare-with", "compare_with", type=click.Choice(choices(GENERATE, auto=False)),
               help="Also answer every model with this engine; the report lists where the two disagree.")
+@answer_cache_option
 def probe(run_path, backend, exam, fail_under, world_limit, recipe_path, allow_pickle, trust_remote_code,
-          chat_template, compare_with) -> None:
+          chat_template, compare_with, no_answer_cache) -> None:
     """Probe the base model (before) and the tuned model (after) on the same prompts.
 
     Writes reports/report.json, report.md and report.html in the run. After
@@ -55,7 +57,7 @@ def probe(run_path, backend, exam, fail_under, world_limit, recipe_path, allow_p
             click.echo(describe(exams))
         report = run_probe(run, backend=backend, exams=exams, bounds_text=fail_under, world_limit=world_limit,
                            allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, recipe=recipe,
-                           chat_template=template, compare_with=compare_with)
+                           chat_template=template, compare_with=compare_with, answer_cache=not no_answer_cache)
     print_summary(report)
     if report["next_step"]:
         click.secho(report["next_step"], fg="yellow")

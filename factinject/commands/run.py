@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from factinject.commands.common import training_backend_option
+from factinject.commands.common import answer_cache_option, training_backend_option
 from factinject.errors import FactinjectError
 
 
@@ -23,9 +23,11 @@ from factinject.errors import FactinjectError
                    "after. Default: <sheet>.exam.jsonl next to each sheet, if there is one.")
 @click.option("--force", is_flag=True, help="Replace this run's earlier data, adapter and export.")
 @training_backend_option
+@answer_cache_option
 @click.option("--chat-template", "chat_template", metavar="default|FILE",
               help="For a base model without a chat template: 'default' (see docs/troubleshooting.md) or a Jinja file.")
-def run(sheets, run_path, recipe_path, seed, fail_under, questions, force, backend, chat_template) -> None:
+def run(sheets, run_path, recipe_path, seed, fail_under, questions, force, backend, no_answer_cache,
+        chat_template) -> None:
     """Inject the facts of SHEETS and prove it: the whole pipeline in one command.
 
     Prints a before/after table and where the report is, with the time each stage took.
@@ -50,6 +52,7 @@ def run(sheets, run_path, recipe_path, seed, fail_under, questions, force, backe
     from factinject.recipe import load_recipe
     from factinject.rundir.files import Run, default_run_for
     from factinject.rundir.guard import OOM_TRAIN_FIX, guarded
+    from factinject.rundir.owned import check_run_folder
     from factinject.train.stage import run_training
 
     timings: list[tuple[str, float]] = []
@@ -67,6 +70,7 @@ def run(sheets, run_path, recipe_path, seed, fail_under, questions, force, backe
     if describe(exams):
         click.echo(describe(exams))
     the_run = Run(run_path or default_run_for(list(sheets)))
+    check_run_folder(the_run.path)  # before the lock: a refused folder is left exactly as it was
     template = read_chat_template(chat_template) if chat_template else None
     go_on = (f"go on stage by stage (`factinject train --run {the_run.path} --resume`, `export --merged`, `probe`), "
              "or start over with `factinject run ... --force`")
@@ -81,13 +85,15 @@ def run(sheets, run_path, recipe_path, seed, fail_under, questions, force, backe
 
         expansion = timed("expand", lambda: expand_into_run(sheets, the_run, ExpandConfig(seed=seed), force=force))
         warn_if_training_is_long(expansion, the_run, recipe)
-        timed("probe (before)", lambda: run_probe(the_run, exams=exams, recipe=recipe, chat_template=template))
-        timed("train", lambda: run_training(the_run, recipe, fresh=True, chat_template=template))
+        cache = not no_answer_cache
+        timed("probe (before)", lambda: run_probe(the_run, exams=exams, recipe=recipe, chat_template=template,
+                                                  answer_cache=cache))
+        timed("train", lambda: run_training(the_run, recipe, fresh=True, chat_template=template, answer_cache=cache))
         if chat_template:
             the_run.write_section(chat_template_record(chat_template, template))
         timed("export --merged", lambda: export_merged(the_run, force=True, chat_template=template))
         report = timed("probe (after)", lambda: run_probe(the_run, exams=exams, bounds_text=fail_under,
-                                                          chat_template=template))
+                                                          chat_template=template, answer_cache=cache))
     print_summary(report)
     table = Table(title="time per stage", title_justify="left")
     table.add_column("stage")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from factinject.commands.common import training_backend_option
+from factinject.commands.common import answer_cache_option, training_backend_option
 from factinject.errors import FactinjectError
 
 
@@ -42,15 +42,18 @@ def interrupted_training(run, template_flag: str):
 @click.option("--lr", type=float, help="Override train.learning_rate.")
 @click.option("--rank", type=int, help="Override lora.r.")
 @training_backend_option
+@answer_cache_option
 @click.option("--resume", is_flag=True, help="Continue an interrupted training from its last epoch checkpoint.")
 @click.option("--fresh", is_flag=True, help="Discard an interrupted training and start over.")
+@click.option("--force", is_flag=True,
+              help="Replace the run's trained adapter (its export and report are then stale until redone).")
 @click.option("--allow-pickle", is_flag=True, help="Allow loading .bin (pickle) weights. Only for models you trust.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow a model's own Python code. Only for models you trust.")
 @click.option("--chat-template", "chat_template", metavar="default|FILE",
               help="For a base model without a chat template: 'default' (see docs/troubleshooting.md) or a Jinja "
                    "file. Recorded in the run; later commands reuse it.")
-def train(run_path, recipe_path, epochs, lr, rank, backend, resume, fresh, allow_pickle, trust_remote_code,
-          chat_template) -> None:
+def train(run_path, recipe_path, epochs, lr, rank, backend, no_answer_cache, resume, fresh, force, allow_pickle,
+          trust_remote_code, chat_template) -> None:
     """Train a LoRA adapter on the run's train split (with replay of base answers).
 
     With --epochs auto (the default) each epoch is scored on the dev split and on
@@ -71,12 +74,18 @@ def train(run_path, recipe_path, epochs, lr, rank, backend, resume, fresh, allow
     recipe = recipe.with_overrides(**{"train.epochs": parse_epochs(epochs), "train.learning_rate": lr, "lora.r": rank,
                                       "model.backend": backend})
     check_device(recipe, str(recipe_path) if recipe_path else None)
-    flag = f" --chat-template {chat_template}" if chat_template else ""
+    flag = (" --force" if force else "") + (f" --chat-template {chat_template}" if chat_template else "")
     with guarded(run, "train", interrupted_training(run, flag), oom_fix=OOM_TRAIN_FIX), \
             run_template(run, chat_template) as template:
-        result = run_training(run, recipe, resume=resume, fresh=fresh, allow_pickle=allow_pickle,
-                              trust_remote_code=trust_remote_code, chat_template=template)
+        result = run_training(run, recipe, resume=resume, fresh=fresh, force=force, allow_pickle=allow_pickle,
+                              trust_remote_code=trust_remote_code, chat_template=template,
+                              answer_cache=not no_answer_cache)
+        stale = run.record().stale_outputs()
     best = next(r for r in result.curve if r.epoch == result.best_epoch)
     click.echo(f"kept epoch {result.best_epoch} of {len(result.curve)} ({result.reason}); dev recall "
                f"{best.dev_correct}/{best.dev_n}, drift {best.drift_changed}/{best.drift_n}; "
                f"adapter in {run.path / 'adapter'} ({result.seconds:.1f}s, {result.backend} backend)")
+    if stale:
+        click.secho(f"warning: {' and '.join(stale)}: made from the previous adapter, now stale; `factinject probe` "
+                    f"refuses a stale merge: run `factinject export --run {run.path} --merged --force`, then "
+                    f"`factinject probe --run {run.path}`", fg="yellow", err=True)

@@ -55,6 +55,7 @@ class GenerateJob:
     batch_size: int | None = None  # hf: prompts per batch (default by device)
     gpu_memory_utilization: float = 0.85  # vllm
     max_lora_rank: int = 16  # vllm
+    answer_cache: bool = False  # a base model's answers: from and into the answer cache (models/answer_cache.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -140,6 +141,7 @@ class EpochRecord:
     drift_n: int
     seconds: float  # the epoch, its evaluation included
     train_seconds: float | None = None  # the training steps alone
+    step_losses: list[float] = field(default_factory=list)  # the loss at every logging step of the epoch
 
 
 @dataclass
@@ -161,6 +163,7 @@ class TrainJob:
     chat_template: str | None = None  # for a base model that ships none (--chat-template)
     model_local: bool = True
     fingerprint: str = ""
+    answer_cache: bool = True  # the base model's answers from and into the answer cache (models/answer_cache.py)
 
     @property
     def state_dir(self) -> Path:

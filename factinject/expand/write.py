@@ -13,6 +13,7 @@ from factinject.errors import FactinjectError
 from factinject.expand.expander import SPLITS, ExpandConfig, Expansion, expand_sheets
 from factinject.rundir.files import Run, atomic_dir, set_current
 from factinject.rundir.lock import run_lock
+from factinject.rundir.owned import check_run_folder
 from factinject.rundir.record import ExpandRecord
 from factinject.sheet.factsheet import read_sheet
 
@@ -33,9 +34,6 @@ def write_expansion(run: Run, expansion: Expansion, sheets, cfg: ExpandConfig, *
                 "this run already has a trained adapter, and the new data differs from what it was trained on",
                 where=run.path, fix="expand into a new run with --run exports/<new-name>, or pass --force to replace the data",
             )
-    with atomic_dir(run.data_dir) as tmp:
-        for split, text in data_texts.items():
-            (tmp / f"{split}.jsonl").write_text(text, encoding="utf-8")
     record = ExpandRecord(
         sheets=[{"path": s.path, "sha256": s.sha256, "facts": len(s.facts)} for s in sheets],
         config=cfg.__dict__,
@@ -44,7 +42,9 @@ def write_expansion(run: Run, expansion: Expansion, sheets, cfg: ExpandConfig, *
         facts={s.fact_id: {**facts[s.fact_id], "families": s.families, "rows": dict(s.rows),
                            "near_duplicates_removed": s.near_duplicates_removed} for s in expansion.stats},
     )
-    run.write_section(record)
+    with atomic_dir(run.data_dir, then=lambda: run.write_section(record)) as tmp:  # data and its record together
+        for split, text in data_texts.items():
+            (tmp / f"{split}.jsonl").write_text(text, encoding="utf-8")
     return record.to_dict()
 
 
@@ -53,6 +53,7 @@ def expand_into_run(sheet_paths, run: Run, cfg: ExpandConfig, *, force: bool) ->
     manifest, and make this the current run. Shared by `expand` and `run`."""
     parsed = [read_sheet(p) for p in sheet_paths]
     expansion = expand_sheets(parsed, cfg)
+    check_run_folder(run.path)  # never into a folder of the user's
     with run_lock(run.path, "expand"):  # only now: a sheet with errors must not even create the run folder
         write_expansion(run, expansion, parsed, cfg, force=force)
         set_current(run)

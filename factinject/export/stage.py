@@ -18,6 +18,7 @@ Parity, two figures (both in the manifest, the model card and the probe report):
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from factinject.models.checkpoint import (  # reads headers only, no torch
 from factinject.models.targets import base_weights
 from factinject.rundir.files import Run, atomic_dir, read_split, sha256_file
 from factinject.rundir.guard import DISK_FULL, disk_full, gigabytes
+from factinject.rundir.owned import check_export_target, write_export_marker
 from factinject.rundir.record import ExportRecord, MergedExport, RunRecord
 from factinject.scoring import contains_key, same_answer, share
 
@@ -60,13 +62,21 @@ def ensure_trained(run: Run) -> RunRecord:
     if not (run.path / "adapter" / "adapter_config.json").exists() or not record.train:
         raise FactinjectError("this run has no trained adapter", where=run.path,
                               fix="run `factinject train` first (or pass --run)")
+    run.check_adapter(record)
     return record
 
 
-def refuse_overwrite(target: Path, force: bool) -> None:
-    if target.exists() and not force:
-        raise FactinjectError("an export already exists here", where=target,
-                              fix="pass --force to replace it (the old export stays intact until the new one is complete)")
+def refuse_overwrite(run: Run, record: RunRecord, target: Path, force: bool) -> None:
+    """Only an export factinject wrote may be replaced, and only with --force (rundir/owned.py).
+    The manifest's record of an earlier export there (one written before exports carried
+    their marker) also vouches for it."""
+    exported = record.export or ExportRecord()
+    earlier = [(run.path / "export" / "adapter", e["path"], e["files"]) for e in [exported.adapter] if e]
+    earlier += [(run.path / "merged", e.path, e.files) for e in [exported.merged] if e]
+    here = target.resolve()
+    recorded = next((files for default, path, files in earlier
+                     if here in (Path(path).resolve(), default.resolve())), None)
+    check_export_target(target, force, recorded)
 
 
 def model_card(record: RunRecord, base_name: str, parity: dict | None) -> str:
@@ -191,22 +201,28 @@ def check_parity(figures: dict, run: Run) -> None:
         )
 
 
-def write_export(target: Path, need: int | None, fill) -> None:
-    """atomic_dir + fill(tmp), with a full disk reported against the export (and its size)."""
+def write_export(run: Run, record: RunRecord, kind: str, target: Path, need: int | None, fill,
+                 section: Callable[[dict[str, str]], ExportRecord]) -> None:
+    """atomic_dir + fill(tmp) + the marker that makes it factinject's; the manifest's export
+    section (`section(files)`, given the files' hashes) is written together with the swap.
+    A full disk is reported against the export (and its size)."""
 
     try:
-        with atomic_dir(target) as tmp:
+        with atomic_dir(target, then=lambda: run.write_section(section(files))) as tmp:
             fill(tmp)
+            write_export_marker(tmp, kind, record.train.adapter_files, run.path)
+            files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
     except OSError as err:
-        if err.errno in DISK_FULL:
-            raise disk_full(err, target, need=need, fix=disk_full_fix(target, need)) from None
+        if err.errno in DISK_FULL:  # named by the export, not by the file being copied from
+            raise disk_full(OSError(err.errno, err.strerror, str(target)), target, need=need,
+                            fix=disk_full_fix(target, need)) from None
         raise
 
 
 def export_adapter(run: Run, *, force: bool, out: Path | None = None) -> dict:
     record = ensure_trained(run)
     target = export_target(run, merged=False, out=out)
-    refuse_overwrite(target, force)
+    refuse_overwrite(run, record, target, force)
     files = list((run.path / "adapter").iterdir())
 
     def fill(tmp: Path) -> None:
@@ -215,9 +231,13 @@ def export_adapter(run: Run, *, force: bool, out: Path | None = None) -> dict:
         (tmp / "README.md").write_text(model_card(record, record.train.trained_recipe().model.name, None)
                                        .replace("merged into the base weights", "as a LoRA adapter"), encoding="utf-8")
 
-    write_export(target, sum(f.stat().st_size for f in files if f.is_file()), fill)
-    exported = {"path": str(target), "files": {p.name: sha256_file(p) for p in sorted(target.iterdir())}}
-    run.write_section(replace(record.export or ExportRecord(), adapter=exported))
+    exported = {"path": str(target), "adapter_files": record.train.adapter_files}
+
+    def section(written: dict[str, str]) -> ExportRecord:
+        exported["files"] = written
+        return replace(record.export or ExportRecord(), adapter=exported)
+
+    write_export(run, record, "adapter", target, sum(f.stat().st_size for f in files if f.is_file()), fill, section)
     return {"adapter": exported}
 
 
@@ -227,7 +247,7 @@ def export_merged(run: Run, *, force: bool, allow_pickle: bool = False, trust_re
 
     record = ensure_trained(run)
     target = export_target(run, merged=True, out=out)
-    refuse_overwrite(target, force)
+    refuse_overwrite(run, record, target, force)
     recipe = record.train.trained_recipe()
     check_device(recipe)
     base_name = recipe.model.name
@@ -260,18 +280,19 @@ def export_merged(run: Run, *, force: bool, allow_pickle: bool = False, trust_re
         check_parity(records["parity"], run)
         (tmp / "README.md").write_text(model_card(record, base_name, records["parity"]), encoding="utf-8")
 
-    write_export(target, merged_size(source, dtype), fill)
-    files = {p.name: sha256_file(p) for p in sorted(target.iterdir()) if p.is_file()}
-    merge = records["merge"]
-    merged = MergedExport(path=str(target), files=files, parity=records["parity"],
-                          chat_template_sha256=template_sha256(tokenizer), eos_token_id=merge["eos_token_id"],
-                          dtype=dtype, shards=merge["shards"], total_size=merge["total_size"],
-                          merged_from={"name": recipe.model.merge_base or base_name,
-                                       "dequantized_from_4bit": weights.quantized_source},
-                          memory={"peak_rss_bytes": merge["peak_rss_bytes"],
-                                  "rss_before_merge_bytes": merge["rss_before_bytes"]})
-    run.write_section(replace(record.export or ExportRecord(), merged=merged))
-    return {"merged": merged.to_dict()}
+    def section(written: dict[str, str]) -> ExportRecord:
+        merge = records["merge"]
+        records["merged"] = MergedExport(
+            path=str(target), files=written, parity=records["parity"],
+            chat_template_sha256=template_sha256(tokenizer), eos_token_id=merge["eos_token_id"],
+            dtype=dtype, shards=merge["shards"], total_size=merge["total_size"],
+            adapter_files=record.train.adapter_files,
+            merged_from={"name": recipe.model.merge_base or base_name, "dequantized_from_4bit": weights.quantized_source},
+            memory={"peak_rss_bytes": merge["peak_rss_bytes"], "rss_before_merge_bytes": merge["rss_before_bytes"]})
+        return replace(record.export or ExportRecord(), merged=records["merged"])
+
+    write_export(run, record, "merged", target, merged_size(source, dtype), fill, section)
+    return {"merged": records["merged"].to_dict()}
 
 
 def merged_size(source, dtype: str) -> int | None:

@@ -24,6 +24,47 @@ WEIGHTS_NAME, INDEX_NAME = "model.safetensors", "model.safetensors.index.json"
 
 
 
+def check_safetensors(path: Path, fix: str) -> None:
+    """A .safetensors file that is whole: a readable header whose tensors end exactly
+    where the file does. Reads the header only, so a damaged or truncated file is named
+    in a second, before minutes of work would stumble on it."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            (length,) = struct.unpack("<Q", head) if len(head) == 8 else (None,)
+            header = json.loads(fh.read(length)) if length is not None and 8 + length <= size else None
+        ends = [e["data_offsets"][1] for k, e in header.items() if k != "__metadata__"] if isinstance(header, dict) else None
+    except (OSError, ValueError, TypeError, KeyError, IndexError) as err:
+        problem = getattr(err, "strerror", None) or "its header cannot be read"
+        raise FactinjectError(f"the weights file is damaged ({problem})", where=path, fix=fix) from None
+    if ends is None:
+        raise FactinjectError("the weights file is damaged or truncated (no readable header)", where=path, fix=fix)
+    expected = 8 + length + max(ends, default=0)
+    if size != expected:
+        raise FactinjectError(f"the weights file is truncated or damaged ({size:,} bytes, its header says "
+                              f"{expected:,})", where=path, fix=fix)
+
+
+def check_weights_folder(folder: Path, fix: str) -> None:
+    """Every safetensors file of a model or adapter folder is whole (check_safetensors),
+    and every shard the index names is there."""
+    folder = Path(folder)
+    index = folder / INDEX_NAME
+    if index.exists():
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise FactinjectError("the shard index is damaged", where=index, fix=fix) from None
+        missing = sorted(s for s in shards if not (folder / s).is_file())
+        if missing:
+            raise FactinjectError(f"the shard index names files that are missing: {', '.join(missing[:3])}",
+                                  where=index, fix=fix)
+    for path in sorted(folder.glob("*.safetensors")):
+        check_safetensors(path, fix)
+
+
 class SafetensorsFile:
     """One .safetensors file, read tensor by tensor with pread (no mmap)."""
 

@@ -85,7 +85,23 @@ def read_exam(path: str | Path) -> Exam:
     if not questions:
         raise FactinjectError("the exam file has no questions", where=p,
                               fix=f"add JSONL rows with question and answer_key, e.g. {EXAMPLE}")
+    check_repeated_questions(questions)
     return Exam(str(path), hashlib.sha256(data).hexdigest(), questions)
+
+
+def check_repeated_questions(questions: Sequence[ExamQuestion]) -> None:
+    """A question asked twice would count twice; asked twice with other keys, one of the
+    two rows is wrong whatever the model says."""
+    first: dict[str, ExamQuestion] = {}
+    for q in questions:
+        earlier = first.setdefault(normalise(q.question), q)
+        if earlier is q:
+            continue
+        other = "" if normalise(earlier.answer_key) == normalise(q.answer_key) else \
+            f" with another key ({earlier.answer_key!r}, here {q.answer_key!r})"
+        raise FactinjectError(f"the same question as line {earlier.line}{other}", where=q.path, line=q.line,
+                              fix="remove one of the two rows; where both answers are right, keep one row and put the "
+                                  "other answer in its \"aliases\"")
 
 
 def parse_exam_line(line: str, path: str, number: int) -> ExamQuestion:
@@ -108,8 +124,13 @@ def parse_exam_line(line: str, path: str, number: int) -> ExamQuestion:
                               fix="keep one of them (they mean the same)")
     key = row.get("answer_key", row.get("expected"))
     question = row.get("question")
-    if not isinstance(question, str) or not question.strip() or key is None:
+    if question is None or key is None:
         raise FactinjectError("a row needs 'question' and 'answer_key' (or 'expected')", **at, fix=example)
+    if not isinstance(question, str):
+        raise FactinjectError(f"the question must be text, not {json.dumps(question)}", **at,
+                              fix='write the question as a JSON string, e.g. "question": "Who maintains TinyLLM?"')
+    if not question.strip():
+        raise FactinjectError("the question is empty", **at, fix=example)
     if isinstance(key, bool) or not isinstance(key, (str, int, float)) or not str(key).strip():
         raise FactinjectError(f"the answer key must be a non-empty string, not {json.dumps(key)}", **at, fix=example)
     aliases = row.get("aliases", [])
@@ -160,7 +181,7 @@ def describe(exams: Sequence[Exam]) -> str | None:
     """'exam: facts/tinyllm.exam.jsonl (40 questions)', or None without an exam."""
     if not exams:
         return None
-    return "exam: " + ", ".join(f"{e.path} ({len(e.questions)} questions)" for e in exams)
+    return "exam: " + ", ".join(f"{e.path} ({len(e.questions)} question{'' if len(e.questions) == 1 else 's'})" for e in exams)
 
 
 def checked_exams(questions: Path | None, sheets) -> list:

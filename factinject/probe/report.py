@@ -188,7 +188,9 @@ def agreement_lines(report: dict, limit: int = 50) -> list[str]:
 def _bar_chart(report: dict) -> str:
     """Before/after bars per metric with 95 % interval whiskers."""
     names = [n for n in metric_names(report) if report["before"].get(n) or (report.get("after") or {}).get(n)]
-    row_h, left, width = 46, 230, 420
+    # Room on the left for the longest label (about 6.6 px a character at 12 px), so none is cut off.
+    row_h, width = 46, 420
+    left = max(120, round(6.6 * max((len(LABELS[n]) for n in names), default=10)) + 16)
     height = row_h * len(names) + 40
     parts = [f'<svg viewBox="0 0 {left + width + 90} {height}" width="100%" role="img" aria-label="metrics before and after">']
     for i in range(0, 101, 25):
@@ -218,18 +220,24 @@ def _curve_chart(curve: list[dict], best: int | None, max_drift: float | None = 
     max-drift bound as a dashed line and the kept epoch as a dotted one."""
     w, h = 600, 270
     left, right, top, bottom = 58, 24, 40, 46
-    n = max(len(curve), 2)
+    n = max(len(curve), 1)
 
-    def x(epoch: float) -> float:
-        return left + (w - left - right) * (epoch - 1) / (n - 1)
+    def x(epoch: float) -> float:  # the axis runs from the start of training (0) to the end of the last epoch
+        return left + (w - left - right) * epoch / n
 
     def y(v: float) -> float:
         return h - bottom - (h - top - bottom) * v
 
-    losses = [e["loss"] for e in curve if e["loss"] is not None]
-    peak = max(losses) if losses else 1.0
-    series = [("dev recall", "recall", [e["dev_recall"] for e in curve]), ("drift", "drift", [e["drift"] for e in curve]),
-              ("loss (scaled to its maximum)", "loss", [(e["loss"] or 0) / peak for e in curve])]
+    # The loss at every logging step (an epoch's steps spread over it), so that a run of one
+    # or two epochs still shows how training went; older records have one loss an epoch.
+    loss_points = [(e["epoch"] - 1 + (i + 1) / len(e["step_losses"]), v) for e in curve
+                   for i, v in enumerate(e.get("step_losses") or [])]
+    if not loss_points:
+        loss_points = [(e["epoch"], e["loss"]) for e in curve if e["loss"] is not None]
+    peak = max((v for _, v in loss_points), default=1.0) or 1.0
+    series = [("dev recall", "recall", [(e["epoch"], e["dev_recall"]) for e in curve]),
+              ("drift", "drift", [(e["epoch"], e["drift"]) for e in curve]),
+              ("loss (scaled to its maximum)", "loss", [(at, v / peak) for at, v in loss_points])]
     parts = [f'<svg viewBox="0 0 {w} {h}" width="100%" role="img" aria-label="training curve">',
              f'<line x1="{left}" y1="{h - bottom}" x2="{w - right}" y2="{h - bottom}" class="axis"/>',
              f'<line x1="{left}" y1="{top}" x2="{left}" y2="{h - bottom}" class="axis"/>',
@@ -246,9 +254,11 @@ def _curve_chart(curve: list[dict], best: int | None, max_drift: float | None = 
         parts.append(f'<line x1="{left}" y1="{yy:.1f}" x2="{w - right}" y2="{yy:.1f}" class="bound"/>'
                      f'<text x="{w - right - 4}" y="{yy - 4:.1f}" class="val" text-anchor="end">'
                      f"max drift {100 * max_drift:.0f}%</text>")
-    for label, cls, values in series:
-        pts = " ".join(f"{x(e['epoch']):.1f},{y(v):.1f}" for e, v in zip(curve, values))
+    for label, cls, points in series:
+        pts = " ".join(f"{x(at):.1f},{y(v):.1f}" for at, v in points)
         parts.append(f'<polyline points="{pts}" class="line {cls}"><title>{label}</title></polyline>')
+        if cls != "loss":  # measured once an epoch: a dot each, visible with a single epoch too
+            parts += [f'<circle cx="{x(at):.1f}" cy="{y(v):.1f}" r="3" class="dot {cls}"/>' for at, v in points]
     if best is not None:
         # The label goes on the side of the line with room for it, so it is never cut off.
         anchor, dx = ("end", -4) if x(best) > (left + w - right) / 2 else ("start", 4)
@@ -267,7 +277,7 @@ table{border-collapse:collapse;width:100%;font-size:13px}td,th{border-bottom:1px
 .grid{stroke:#eee}.axis{stroke:#999}.tick{font-size:11px;text-anchor:middle;fill:#666}
 .label{font-size:12px;text-anchor:end;fill:#333}.val{font-size:11px;fill:#333}
 .before{fill:#9aa9bd}.after{fill:#2f6fdb}.ci{stroke:#111;stroke-width:1.5}
-.line{fill:none;stroke-width:2.5}.recall{stroke:#2f6fdb}.drift{stroke:#d9534f}.loss{stroke:#999;stroke-dasharray:4 3}
+.line{fill:none;stroke-width:2.5}.dot.recall{fill:#2f6fdb}.dot.drift{fill:#d9534f}.recall{stroke:#2f6fdb}.drift{stroke:#d9534f}.loss{stroke:#999;stroke-dasharray:4 3}
 .recall-t{fill:#2f6fdb}.drift-t{fill:#d9534f}.loss-t{fill:#999}.best{stroke:#2a2;stroke-dasharray:3 3}
 .bound{stroke:#d9534f;stroke-dasharray:6 4;stroke-width:1}
 .note{background:#fff6db;border-left:4px solid #e0a800;padding:.6rem .9rem}

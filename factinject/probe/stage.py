@@ -24,8 +24,10 @@ from factinject.models.base import (
     ModelRef,
     load_tokenizer,
     quick_fingerprint,
+    read_config,
     template_sha256,
 )
+from factinject.models.checkpoint import check_weights_folder
 from factinject.models.targets import base_weights
 from factinject.probe.exam import Exam, match_fact
 from factinject.probe.metrics import compute_metrics, missed_bounds, parse_bounds
@@ -42,6 +44,7 @@ from factinject.probe.sets import (
 from factinject.recipe import load_recipe
 from factinject.redact import redact
 from factinject.rundir.files import Run, atomic_dir, read_split, write_text_atomic
+from factinject.rundir.owned import read_export_marker
 from factinject.rundir.record import ProbeRecord, RunRecord
 from factinject.scoring import share
 from factinject.testbed import load_heldout
@@ -124,6 +127,41 @@ def check_template(run: Run, record: RunRecord, target_dir: Path, label: str) ->
                               where=run.manifest_path, fix="re-export the model so its tokenizer and generation config match training")
 
 
+def check_exam_fits(exams: Sequence[Exam], target, chat_template: str | None, max_new_tokens: int) -> None:
+    """An exam question longer than the model's context would fail (or try to allocate
+    the memory of one) deep in generation: name its line before any model is loaded."""
+    questions = [q for e in exams for q in e.questions]
+    if not questions or not target.local:
+        return
+    context = read_config(target.path, True).get("max_position_embeddings")
+    if not context:
+        return
+    tokenizer = load_tokenizer(ModelRef("base", target.path, True), chat_template=chat_template)
+    room = context - max_new_tokens
+    for q in questions:
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": q.question}], add_generation_prompt=True,
+                                               tokenize=False)
+        n = len(tokenizer(prompt, add_special_tokens=False, verbose=False).input_ids)
+        if n > room:
+            raise FactinjectError(
+                f"the question is {n:,} tokens long with its chat template; with the {max_new_tokens} tokens its "
+                f"answer may take, it does not fit the model's context of {context:,} tokens", where=q.path, line=q.line,
+                fix=f"shorten the question to well under {room:,} tokens (an exam question is asked, not a document)")
+
+
+def check_merged_is_current(run: Run, record: RunRecord, merged_dir: Path) -> None:
+    """Never probe a merge as "after" unless it was made from the adapter in the run (the
+    export's own marker says from which, else the run's record of it), and its weights
+    files are whole (headers and sizes: a second, not minutes into a probe)."""
+    marker = read_export_marker(merged_dir)
+    made_from = marker["adapter_files"] if marker else record.merged_export().adapter_files
+    reexport = f"re-export it with `factinject export --run {run.path} --merged --force`, then probe again"
+    if made_from != record.train.adapter_files:
+        raise FactinjectError("the merged export was made from an earlier adapter than the one in the run (stale)",
+                              where=merged_dir, fix=reexport)
+    check_weights_folder(merged_dir, fix=reexport)
+
+
 def probe_targets(run: Run, recipe, record: RunRecord) -> tuple:
     """(base, tuned, adapter): the models to probe, each in the precision it is compared in.
 
@@ -142,9 +180,11 @@ def probe_targets(run: Run, recipe, record: RunRecord) -> tuple:
     as_trained = dict(load_in_4bit=recipe.model.load_in_4bit, dtype=recipe.model.dtype)
     adapter = None
     if adapter_dir.exists() and record.train:
+        run.check_adapter(record)
         adapter = ModelUnderTest("adapter", ref.path, str(adapter_dir), ref.local, tokenizer=str(adapter_dir),
                                  **as_trained)
     if merged_dir.exists() and record.merged_export():
+        check_merged_is_current(run, record, merged_dir)
         merged = ModelUnderTest("merged", str(merged_dir), dtype=record.merged_export().dtype)
         return base16, merged, adapter
     if adapter:
@@ -166,8 +206,12 @@ def engine_agreement(engine: str, reference: str, answers: dict[str, tuple[dict,
 
 def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bounds_text: str | None = None,
               world_limit: int = 400, seed: int = 0, allow_pickle: bool = False, trust_remote_code: bool = False,
-              recipe=None, chat_template: str | None = None, compare_with: str | None = None) -> dict:
+              recipe=None, chat_template: str | None = None, compare_with: str | None = None,
+              answer_cache: bool = True) -> dict:
     """Probe the base model (before) and the tuned model (after) on the same prompts.
+
+    The base model's answers come from the answer cache where it holds them
+    (models/answer_cache.py: the hf engine; `answer_cache=False` bypasses it).
 
     Each model is answered in its own child process, one after the other, so two
     engines are never loaded at once; `recipe` is the one to probe before training
@@ -195,12 +239,13 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
                 allow_pickle=allow_pickle)
     cache = run.path / "reports" / ".cache"
     base_target, tuned_target, adapter_target = probe_targets(run, recipe, record)
+    check_exam_fits(exams, base_target, chat_template, recipe.generate.max_new_tokens)
 
     def job_for(target) -> dict:
         return GenerateJob(target, questions, recipe.generate.max_new_tokens, load=load,
                            batch_size=recipe.generate.batch_size,
                            gpu_memory_utilization=recipe.generate.gpu_memory_utilization,
-                           max_lora_rank=recipe.max_lora_rank).to_dict()
+                           max_lora_rank=recipe.max_lora_rank, answer_cache=answer_cache).to_dict()
 
     # (target, what its answers depend on); each is answered by the engine asked for,
     # except that vLLM cannot load NF4: those models go to hf.
@@ -229,6 +274,7 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
              "max_new_tokens": recipe.generate.max_new_tokens} for t, key, name in runs]
     found = [cached_answers(cache, key, questions) for key in keys]
     missing = [i for i, answers in enumerate(found) if answers is None]
+    from_cache = {t.label: len(questions) for i, (t, _, _) in enumerate(runs) if i not in missing}
     for i in missing:  # said only when the model really runs: `run`'s second probe has the base answers cached
         target, _, name = runs[i]
         console.print(f"probe: {len(questions)} prompts through the {target.label} model ({name}, {target.precision})")
@@ -237,6 +283,10 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
         results = run_job("hf", "generate_each", {"jobs": [job_for(runs[i][0]) for i in by_hf]})["results"]
         for i, result in zip(by_hf, results):
             found[i] = store_answers(cache, keys[i], questions, result["answers"])
+            from_cache[runs[i][0].label] = result.get("cached", 0)
+            if result.get("cached"):
+                console.print(f"probe: {result['cached']} of {len(questions)} {runs[i][0].label} answers from the "
+                              "answer cache")
     for i in missing:  # any other engine: one engine per process
         if runs[i][2] != "hf":
             found[i] = store_answers(cache, keys[i], questions, run_job(runs[i][2], "generate", job_for(runs[i][0]))["answers"])
@@ -260,6 +310,8 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
         "export_parity": record.merged_export().parity if tuned_label == "merged" else None,
         "regressions": regressions(probe, before, after) if after else [],
         "counts": {k: sum(p.kind == k for p in probe.prompts) for k in sorted({p.kind for p in probe.prompts})},
+        # per model: answers not generated by this probe (the answer cache, or this run's earlier probe)
+        "answers_from_cache": {label: {"count": from_cache.get(label, 0), "n": len(questions)} for label in by_label},
         "curve": trained.curve if trained else None,
         "best_epoch": trained.best_epoch if trained else None,
         "stop_reason": trained.stop_reason if trained else None,
@@ -278,10 +330,10 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
         report["engine_agreement"] = engine_agreement(engine, compare_with, compared)
     report["missed"] = missed_bounds(report["after"] or report["before"], bounds)
     report["seconds"] = round(time.perf_counter() - started, 2)
-    write_reports(run, report, answer_rows(probe, before, after))
-    run.write_section(ProbeRecord(report="reports/report.json", tuned=tuned_label, backend=engine,
-                                  exam=report["exam"], after=report["after"], before=report["before"],
-                                  seconds=report["seconds"]))
+    record = ProbeRecord(report="reports/report.json", tuned=tuned_label, backend=engine, exam=report["exam"],
+                         after=report["after"], before=report["before"], seconds=report["seconds"],
+                         adapter_files=trained.adapter_files if after else None)
+    write_reports(run, report, answer_rows(probe, before, after), then=lambda: run.write_section(record))
     return report
 
 
@@ -295,11 +347,11 @@ def teacher_forced_locality(probe, before: dict[str, str], adapter: ModelUnderTe
     return dict(zip(questions, run_job("hf", "agreement", job.to_dict())["results"], strict=True))
 
 
-def write_reports(run: Run, report: dict, rows: list[dict]) -> None:
-
+def write_reports(run: Run, report: dict, rows: list[dict], then=None) -> None:
+    """The four report files, swapped in whole; `then` (the manifest's probe section) with them."""
     reports = run.path / "reports"
     cache = reports / ".cache"
-    with atomic_dir(reports) as tmp:
+    with atomic_dir(reports, then=then) as tmp:
         (tmp / "report.json").write_text(redact(json.dumps(report, indent=2, ensure_ascii=False) + "\n"), encoding="utf-8")
         (tmp / "report.md").write_text(redact(render_markdown(report)), encoding="utf-8")
         (tmp / "report.html").write_text(redact(render_html(report)), encoding="utf-8")

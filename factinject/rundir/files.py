@@ -13,8 +13,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from factinject import __version__
@@ -36,10 +38,24 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _umask() -> int:
+    """The user's umask (read by setting it and putting it back: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def user_mode(path: str | Path, *, folder: bool) -> None:
+    """mkstemp and mkdtemp create private (0600/0700) paths; what we publish gets the
+    mode any file or folder the user creates would get (their umask)."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        user_mode(tmp, folder=False)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -52,17 +68,45 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield an empty temporary directory; on success it replaces `target` whole."""
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM for the few milliseconds in which an output is swapped in and
+    the manifest records it: they arrive right after, never between the two. (A kill
+    cannot be held; the next command then finds the record and the files apart, and says so.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path, then: Callable[[], None] | None = None) -> Iterator[Path]:
+    """Yield an empty temporary directory; on success it replaces `target` whole.
+
+    `then` (the manifest section that records the new output) runs right after the swap,
+    with Ctrl-C and SIGTERM held: if it fails, the previous output is put back, so the
+    folder and its record never disagree."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     old = target.with_name(f".{target.name}.old")
     try:
+        user_mode(tmp, folder=True)
         yield tmp
-        if target.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-        os.replace(tmp, target)
+        with signals_deferred():
+            if target.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(target, old)
+            os.replace(tmp, target)
+            if then is not None:
+                try:
+                    then()
+                except BaseException:
+                    os.replace(target, tmp)  # the new output goes (below), the old one comes back
+                    raise
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -124,10 +168,20 @@ class Run:
             manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise FactinjectError(f"manifest is not valid JSON ({err.msg})", where=self.manifest_path, line=err.lineno,
-                                  fix="re-run `factinject expand` for this run, or restore the file") from None
-        version = manifest.get("manifest_version") if isinstance(manifest, dict) else None
+                                  fix="restore manifest.json from a backup, or expand the sheet into a new run "
+                                      "(`factinject expand <sheet> --run exports/<new-name>`)") from None
+        except UnicodeDecodeError:
+            raise FactinjectError("manifest is not valid JSON (it is not UTF-8 text)", where=self.manifest_path,
+                                  fix="restore manifest.json from a backup, or expand the sheet into a new run "
+                                      "(`factinject expand <sheet> --run exports/<new-name>`)") from None
+        if not isinstance(manifest, dict) or not {"manifest_version", "factinject_version"} & manifest.keys():
+            raise FactinjectError("manifest.json was not written by factinject: this folder is not a factinject run",
+                                  where=self.manifest_path,
+                                  fix="pass --run with a factinject run, or expand into a new or empty folder "
+                                      "(`factinject expand <sheet> --run exports/<new-name>`)")
+        version = manifest.get("manifest_version")
         if version != MANIFEST_VERSION:
-            writer = manifest.get("factinject_version", "an unknown version") if isinstance(manifest, dict) else "?"
+            writer = manifest.get("factinject_version", "an unknown version")
             raise FactinjectError(
                 f"this run was written by factinject {writer} (manifest version {version}); "
                 f"this factinject ({__version__}) reads manifest version {MANIFEST_VERSION}",
@@ -153,6 +207,18 @@ class Run:
                 raise FactinjectError(f"{rel} changed since it was expanded", where=self.path / rel,
                                       fix="re-run `factinject expand`; do not edit generated data by hand")
         return record
+
+    def check_adapter(self, record: RunRecord) -> None:
+        """The adapter on disk is, file for file, the one training published: a damaged,
+        truncated or replaced file is named before any model is loaded."""
+        trained = record.require_train(self.manifest_path)
+        folder = self.path / "adapter"
+        for name, digest in trained.adapter_files.items():
+            path = folder / name
+            if not path.is_file() or sha256_file(path) != digest:
+                state = "is missing" if not path.is_file() else "is not the file training wrote (damaged, truncated or replaced)"
+                raise FactinjectError(f"the adapter's {name} {state}", where=path,
+                                      fix="train again with `factinject train --force` (or restore the file from a backup)")
 
     def write_section(self, section: Section) -> None:
         """Replace one stage's section of the manifest, atomically."""

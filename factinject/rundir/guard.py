@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from factinject.errors import FactinjectError, Interrupted
+from factinject.errors import FactinjectError, interrupted
 from factinject.rundir.files import Run, read_split
 from factinject.rundir.lock import run_lock
 
@@ -66,9 +66,9 @@ def command_errors(interrupt: tuple[str, str] | Callable[[], tuple[str, str]], *
     """
     try:
         yield
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (errors.Terminated)
         what, fix = interrupt() if callable(interrupt) else interrupt
-        raise Interrupted(what, where=where, fix=fix) from None
+        raise interrupted(what, where=where, fix=fix, signal=stop) from None
     except OSError as err:
         if err.errno in DISK_FULL:
             raise disk_full(err, where or Path(err.filename or "."), fix=disk_fix) from None

@@ -22,6 +22,7 @@ class Section:
     """One stage's part of the manifest."""
 
     name: ClassVar[str]
+    optional: ClassVar[tuple[str, ...]] = ()  # keys written only when set (newer than the section)
     extra: dict = field(default_factory=dict, repr=False, compare=False)  # keys this version does not name
 
     @classmethod
@@ -38,7 +39,8 @@ class Section:
                    extra={k: v for k, v in data.items() if k not in named})
 
     def to_dict(self) -> dict:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out = {f.name: getattr(self, f.name) for f in fields(self)
+               if f.name != "extra" and not (f.name in self.optional and getattr(self, f.name) is None)}
         return {**out, **self.extra}
 
 
@@ -87,6 +89,7 @@ class TrainRecord(Section):
 @dataclass(kw_only=True)
 class MergedExport(Section):
     name: ClassVar[str] = "export"
+    optional: ClassVar[tuple[str, ...]] = ("adapter_files",)
     path: str
     files: dict[str, str]
     parity: dict  # exactness and quantization figures
@@ -97,6 +100,7 @@ class MergedExport(Section):
     total_size: int = None
     merged_from: dict = None
     memory: dict = None
+    adapter_files: dict[str, str] | None = None  # the adapter it was merged from (TrainRecord.adapter_files)
 
 
 @dataclass(kw_only=True)
@@ -124,6 +128,7 @@ class ExportRecord(Section):
 @dataclass(kw_only=True)
 class ProbeRecord(Section):
     name: ClassVar[str] = "probe"
+    optional: ClassVar[tuple[str, ...]] = ("adapter_files",)
     report: str = None
     tuned: str | None = None
     backend: str = None
@@ -131,6 +136,7 @@ class ProbeRecord(Section):
     after: dict | None = None
     before: dict = None
     seconds: float = None
+    adapter_files: dict[str, str] | None = None  # the adapter the report's "after" comes from, if any
 
 
 @dataclass(kw_only=True)
@@ -164,6 +170,19 @@ class RunRecord:
 
     def merged_export(self) -> MergedExport | None:
         return self.export.merged if self.export else None
+
+    def stale_outputs(self) -> list[str]:
+        """What was made from another adapter than the one trained last: the merged export,
+        an adapter export, the probe report, each named for a message."""
+        current = self.train.adapter_files if self.train else None
+        found = []
+        if self.export and self.export.merged and self.export.merged.adapter_files != current:
+            found.append(f"the merged export in {self.export.merged.path}")
+        if self.export and self.export.adapter and self.export.adapter.get("adapter_files") != current:
+            found.append(f"the adapter export in {self.export.adapter['path']}")
+        if self.probe and self.probe.tuned and self.probe.adapter_files != current:
+            found.append(f"the probe report ({self.probe.report})")
+        return found
 
     def require_expand(self, where: Path) -> ExpandRecord:
         if not self.expand:

@@ -135,6 +135,10 @@ def infer_key(statement_md: str, *, where: str, line: int) -> tuple[str, str]:
 def _split_relation(body: str, path: str, line: int, *, what: str, example: str) -> tuple[str, str]:
     """'license: Acme is MIT' -> ('license', 'Acme is MIT'), or an error that says what a relation may be."""
     parts = split_bullet(body)
+    head = body.rstrip().removesuffix(":").strip()
+    if parts is None and head and head != body.strip() and relation_problem(head) is None:
+        raise FactinjectError(f"the bullet names the relation {head!r} but states nothing after it", where=path,
+                              line=line, fix=f"write the statement after the colon, e.g. {example}")
     if parts is None:
         raise FactinjectError(f"{what}: {body[:60]!r}", where=path, line=line,
                               fix=f"start the bullet with the attribute it states, e.g. {example}")

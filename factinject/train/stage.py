@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
+import zipfile
 from dataclasses import asdict
 
 from factinject import controls
@@ -20,6 +22,7 @@ from factinject.engines.process import run_job
 from factinject.engines.records import TrainJob, TrainResult
 from factinject.errors import FactinjectError
 from factinject.models.base import resolve_base
+from factinject.models.checkpoint import check_safetensors
 from factinject.recipe import Recipe
 from factinject.rundir.files import (
     Run,
@@ -33,7 +36,7 @@ from factinject.train import contrast
 
 
 def build_job(run: Run, recipe: Recipe, *, resume: bool, allow_pickle: bool, trust_remote_code: bool,
-              chat_template: str | None = None) -> TrainJob:
+              chat_template: str | None = None, answer_cache: bool = True) -> TrainJob:
 
     record = run.checked_record()
     ref = resolve_base(recipe.model)
@@ -52,7 +55,7 @@ def build_job(run: Run, recipe: Recipe, *, resume: bool, allow_pickle: bool, tru
             fact_rows, record.expand.facts, contrast.training_other_names(controls.other_names(recipe.model.name)),
             recipe.train.contrast_per_fact, seed + 2),
         resume=resume, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, chat_template=chat_template,
-        model_local=ref.local,
+        model_local=ref.local, answer_cache=answer_cache,
     )
     job.fingerprint = _fingerprint(job, record.expand.files)
     return job
@@ -66,14 +69,39 @@ def _fingerprint(job: TrainJob, data_files: dict[str, str]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def drop_incomplete_checkpoints(job: TrainJob) -> None:
-    """A checkpoint is complete once trainer_state.json (written last) parses; one cut short
-    by a kill or Ctrl-C would break --resume, so it goes and the previous one is used."""
-    for ckpt in job.checkpoint_dir.glob("checkpoint-*"):
+def checkpoint_problem(ckpt) -> str | None:
+    """Why an epoch checkpoint cannot be resumed from, or None when it is whole: its
+    trainer_state.json (written last) parses, its safetensors end where their headers say,
+    and torch's .pt/.pth files (zip archives) have their central directory."""
+    try:
+        json.loads((ckpt / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return "it was cut short (no complete trainer_state.json)"
+    for path in sorted(ckpt.glob("*.safetensors")):
         try:
-            json.loads((ckpt / "trainer_state.json").read_text())
-        except (OSError, ValueError):
-            shutil.rmtree(ckpt, ignore_errors=True)
+            check_safetensors(path, fix="")
+        except FactinjectError as err:
+            return f"{path.name}: {err.what}"
+    for path in sorted([*ckpt.glob("*.pt"), *ckpt.glob("*.pth")]):
+        try:
+            zipfile.ZipFile(path).close()
+        except (OSError, zipfile.BadZipFile):
+            return f"{path.name} is damaged or truncated"
+    return None
+
+
+def drop_incomplete_checkpoints(job: TrainJob) -> None:
+    """A checkpoint cut short by a kill or Ctrl-C, or damaged since, would break --resume
+    with a traceback minutes in: it goes (said when it had been complete), and the
+    previous one is used."""
+    for ckpt in job.checkpoint_dir.glob("checkpoint-*"):
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
+            continue
+        if not problem.startswith("it was cut short"):
+            print(f"warning: {ckpt} cannot be resumed from ({problem}); it is removed and an earlier epoch's "
+                  "checkpoint is used, if there is one", file=sys.stderr)
+        shutil.rmtree(ckpt, ignore_errors=True)
 
 
 def prepare_state(job: TrainJob) -> None:
@@ -87,7 +115,8 @@ def prepare_state(job: TrainJob) -> None:
         old = json.loads(state_file.read_text())
         if old.get("fingerprint") != job.fingerprint:
             raise FactinjectError("the interrupted training used another recipe or other data", where=state_file,
-                                  fix="resume with the same recipe and flags, or start over without --resume")
+                                  fix="resume with the recipe and flags the interrupted training was started with, or "
+                                      "discard it and start over with `factinject train --fresh` (same options)")
         return
     if job.state_dir.exists() and any(job.checkpoint_dir.glob("checkpoint-*")):
         raise FactinjectError(
@@ -99,16 +128,34 @@ def prepare_state(job: TrainJob) -> None:
     write_text_atomic(state_file, json.dumps({"fingerprint": job.fingerprint}) + "\n")
 
 
+def refuse_retraining(run: Run, force: bool) -> None:
+    """A trained adapter is replaced only on request: its export and report would no
+    longer describe the adapter in the run (they are then reported as stale)."""
+    if force or not (run.path / "adapter").exists():
+        return
+    made = [what for what, folder in (("a merged export", "merged"), ("an adapter export", "export"),
+                                      ("a report", "reports")) if (run.path / folder).exists()]
+    also = f" (and {' and '.join(made)} made from it)" if made else ""
+    raise FactinjectError(f"this run already holds a trained adapter{also}", where=run.path / "adapter",
+                          fix="pass --force to train it again (then re-export and probe), or expand into a new run "
+                              "with --run exports/<new-name>")
+
+
 def run_training(run: Run, recipe: Recipe, *, backend: str | None = None, resume: bool = False, fresh: bool = False,
-                 allow_pickle: bool = False, trust_remote_code: bool = False,
-                 chat_template: str | None = None) -> TrainResult:
-    """Train in the chosen engine's child process and publish the kept epoch's adapter."""
+                 force: bool = False, allow_pickle: bool = False, trust_remote_code: bool = False,
+                 chat_template: str | None = None, answer_cache: bool = True) -> TrainResult:
+    """Train in the chosen engine's child process and publish the kept epoch's adapter.
+
+    An existing adapter is replaced only with `force`; resuming goes on with a training
+    that was started (with `force`, where an adapter existed) and interrupted."""
 
     started = time.perf_counter()
+    if not resume:
+        refuse_retraining(run, force)
     check_device(recipe)
     engine = training_engine(recipe, backend)
     job = build_job(run, recipe, resume=resume, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
-                    chat_template=chat_template)
+                    chat_template=chat_template, answer_cache=answer_cache)
     if fresh:
         shutil.rmtree(job.state_dir, ignore_errors=True)
     prepare_state(job)
@@ -123,10 +170,8 @@ def publish_adapter(run: Run, job: TrainJob, result: TrainResult) -> None:
     best = job.best_adapter_dir
     assert (best / "adapter_config.json").exists(), f"backend left no adapter in {best}"
     target = run.path / "adapter"
-    with atomic_dir(target) as tmp:
-        for item in best.iterdir():
-            shutil.copy2(item, tmp / item.name)
-    run.write_section(TrainRecord(
+    files = {p.name: sha256_file(p) for p in sorted(best.iterdir()) if p.is_file()}
+    record = TrainRecord(
         backend=result.backend,
         recipe=job.recipe,
         base_model=result.base_identity,
@@ -137,12 +182,18 @@ def publish_adapter(run: Run, job: TrainJob, result: TrainResult) -> None:
               "contrast": result.row_counts.get("contrast", 0), "dev": len(job.dev_rows),
               "drift_prompts": len(job.drift_prompts),
               "unfinished_left_out": result.row_counts.get("unfinished_left_out", 0),
-              "tokens_per_epoch": result.row_counts.get("tokens_per_epoch")},
-        adapter_files={p.name: sha256_file(p) for p in sorted(target.iterdir()) if p.is_file()},
+              "tokens_per_epoch": result.row_counts.get("tokens_per_epoch"),
+              "base_answers_cached": result.row_counts.get("base_answers_cached", 0)},
+        adapter_files=files,
         seconds=round(result.seconds, 2),
         seed=job.recipe["train"]["seed"],
         versions=package_versions(),
-    ))
+    )
+    with atomic_dir(target, then=lambda: run.write_section(record)) as tmp:  # the adapter and its record together
+        for item in best.iterdir():
+            shutil.copy2(item, tmp / item.name)
+        copied = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        assert copied == files, f"the adapter changed while it was copied from {best}"
     shutil.rmtree(job.checkpoint_dir, ignore_errors=True)  # only needed to resume; the adapter is published
 
 
