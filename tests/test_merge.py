@@ -182,3 +182,32 @@ def test_parity_forces_the_tokens_generation_produced_not_a_re_encoding():
     for (logits, targets), (_, generated), answer in zip(teacher_forced(model, sequences), sequences, answers):
         assert targets == generated and len(generated) > 0
         assert logits.argmax(-1).tolist() == generated, f"forced logits do not reproduce the greedy answer {answer!r}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scale", [0.0, 1e-6, 0.05], ids=["same model", "a last-bit difference", "another model"])
+def test_teacher_forced_parity_tells_a_different_model_apart(tmp_path, scale):
+    """The teacher-forced parity check (backends/hf.py, forced_parity) on the testbed: an
+    adapter against the base alone standing for its merge. An adapter that changes nothing,
+    or only in the last bits, is alike at every token; one that changes the model is not,
+    on the base model's answers from the answer cache as on its own answers."""
+    from factinject.backends.hf import forced_parity, generate
+    from factinject.controls import control_pools
+    from factinject.engines.records import GenerateJob, Load, ModelUnderTest, ParityJob
+    from factinject.testbed import model_dir
+
+    base_dir = model_dir()
+    adapter = random_adapter(str(base_dir), tmp_path / "adapter", scale_b=scale)
+    base = ModelUnderTest("base", str(base_dir), dtype="float32")
+    questions = list(control_pools("testbed")["locality"])[:24]
+    generate(GenerateJob(base, questions[:12], 48, answer_cache=True).to_dict())  # as the probe before would
+    job = ParityJob([ModelUnderTest("adapter-16bit", str(base_dir), str(adapter), dtype="float32"),
+                     ModelUnderTest("merged", str(base_dir), dtype="float32")], questions, 48, load=Load(),
+                    teacher_forced=True, max_prompts=20, sample=4, base=base, base_max_new_tokens=48)
+    result = forced_parity(job)
+    assert len(result["questions"]) == 20 and result["method"]["from_answer_cache"] == 12 - 4
+    parted = {d["index"] for d in result["divergences"]}
+    if scale < 1e-3:
+        assert not parted and result["answers"]["adapter-16bit"] == result["answers"]["merged"]
+    else:
+        assert parted & set(range(4)) and parted - set(range(4)), "missed on generated or on cached answers"

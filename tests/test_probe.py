@@ -297,3 +297,26 @@ def test_curve_chart_labels_axes_the_drift_bound_and_a_readable_kept_epoch():
     assert kept and kept.group(2) == "end" and float(kept.group(1)) < width, "the last epoch's label ends inside the chart"
     first = _curve_chart(curve, best=1, max_drift=None)
     assert 'text-anchor="start">kept epoch 1' in first and 'class="bound"' not in first
+
+
+def test_one_epoch_still_draws_its_loss_per_step_and_its_measurements():
+    from factinject.probe.report import _curve_chart
+
+    curve = [{"epoch": 1, "loss": 1.2, "dev_recall": 0.8, "dev_correct": 8, "dev_n": 10, "drift": 0.1,
+              "drift_changed": 1, "drift_n": 10, "seconds": 1.0, "step_losses": [2.4, 1.9, 1.1, 0.6, 0.4]}]
+    svg = _curve_chart(curve, best=1, max_drift=0.2)
+    loss = re.search(r'<polyline points="([^"]+)" class="line loss">', svg).group(1).split()
+    assert len(loss) == 5 and len({p.split(",")[0] for p in loss}) == 5, "one point per logging step, spread over the epoch"
+    assert svg.count("<circle") == 2, "dev recall and drift, measured once, still show as dots"
+
+
+def test_the_longest_metric_label_fits_left_of_the_bars():
+    from factinject.probe.metrics import LABELS
+    from factinject.probe.report import _bar_chart
+
+    names = list(LABELS)
+    report = {"before": {n: {"share": 0.5, "count": 1, "n": 2, "ci95": [0.1, 0.9]} for n in names}, "after": None}
+    svg = _bar_chart(report)
+    left = min(float(x) for x in re.findall(r'<rect x="([\d.]+)"', svg))
+    longest = max(len(LABELS[n]) for n in names)
+    assert left >= 6.6 * longest, (left, longest)

@@ -91,7 +91,7 @@ def run(sheets, run_path, recipe_path, seed, fail_under, questions, force, backe
         timed("train", lambda: run_training(the_run, recipe, fresh=True, chat_template=template, answer_cache=cache))
         if chat_template:
             the_run.write_section(chat_template_record(chat_template, template))
-        timed("export --merged", lambda: export_merged(the_run, force=True, chat_template=template))
+        timed("export --merged", lambda: export_merged(the_run, force=True, chat_template=template, answer_cache=cache))
         report = timed("probe (after)", lambda: run_probe(the_run, exams=exams, bounds_text=fail_under,
                                                           chat_template=template, answer_cache=cache))
     print_summary(report)
