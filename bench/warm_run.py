@@ -9,8 +9,8 @@
 Runs, each `factinject run` in a process of its own, one after the other (nothing else
 should run meanwhile), the GGUF converted beforehand so no run pays for it:
   baseline   (run last) the first sheet with --no-answer-cache and export.parity=generated: every
-             base-model answer generated, the parity check generating 160 answers twice
-  cold       the first sheet, an empty answer cache, the teacher-forced parity check
+             base-model answer generated, the parity check generating 160 answers with both models
+  cold       the first sheet, an empty answer cache, the recipe's parity check
   warm       the second sheet on the cache the cold run filled
 Prints each stage's seconds (the run's own table), the answers taken from the cache and
 the quality rows, and appends them as JSON lines to --out.
@@ -93,7 +93,7 @@ def main() -> None:
     base = next((r for r in results if r["name"] == "baseline"), None)
     if base:
         for r in results:
-            if r is not base:
+            if r is not base and r["sheet"] == base["sheet"]:  # only a run of the same sheet compares
                 print(f"{r['name']}: {base['stages'].get('total', 0) / max(r['stages'].get('total', 1), 1e-9):.2f}x "
                       "faster than the baseline in total")
 

@@ -263,3 +263,24 @@ def test_the_hub_kernel_notice_of_bitsandbytes_is_not_shown(caplog):
                        "already `pip install kernels`", "No module named 'kernels'")
         logger.warning("another bitsandbytes warning")
     assert [r.getMessage() for r in caplog.records] == ["another bitsandbytes warning"]
+
+
+def test_full_disk_during_export_out_names_the_export_not_the_file_copied(trained, tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    run = copy_run(trained.run, tmp_path / "r")
+    out = tmp_path / "other disk" / "adapter"
+    real = shutil.copy2
+
+    def full(src, dst, *args, **kwargs):
+        if "other disk" in str(dst):
+            raise OSError(errno.ENOSPC, "No space left on device", str(src))  # as copy2 reports it: the source
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "copy2", full)
+    before = snapshot(run)
+    out_text = expect_error(invoke("export", "--run", run, "--out", out), what=f"disk full while writing {out}",
+                            where=out, fix="--out DIR")
+    assert str(run / "adapter") not in out_text.split("fix:")[0], out_text
+    assert snapshot(run) == before and not (out.exists() and any(out.iterdir())) and not leftovers(tmp_path)
