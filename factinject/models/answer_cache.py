@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from factinject.models import cache_home
-from factinject.rundir.files import write_text_atomic
+from factinject.rundir.files import sha256_file, write_text_atomic
 
 FORMAT = 1  # part of every key: bump when what is stored, or how answers are made, changes
 ANSWERS = "answers"
@@ -56,11 +56,7 @@ def file_sha256(path: Path) -> str:
     memo = answers_root() / "file-hashes" / memo_key[:2] / memo_key
     with contextlib.suppress(OSError, ValueError):
         return json.loads(memo.read_text(encoding="utf-8"))["sha256"]
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    value = digest.hexdigest()
+    value = sha256_file(path)
     with contextlib.suppress(OSError):
         write_text_atomic(memo, json.dumps({"path": str(path), "sha256": value}) + "\n")
     return value
@@ -193,7 +189,7 @@ def cached_generate(cache: AnswerCache | None, prompts: list[str], generate) -> 
         new = {p: (a, bool(f)) for p, a, f in zip(missing, answers, finished, strict=True)}
         cache.put(new)
         found.update(new)
-    hits = sum(p in found and p not in missing for p in dict.fromkeys(prompts))
+    hits = len(dict.fromkeys(prompts)) - len(missing)
     return [found[p][0] for p in prompts], [found[p][1] for p in prompts], hits
 
 

@@ -21,6 +21,7 @@ from factinject.engines.choice import check_device, training_engine
 from factinject.engines.process import run_job
 from factinject.engines.records import TrainJob, TrainResult
 from factinject.errors import FactinjectError
+from factinject.models.answer_cache import library_versions
 from factinject.models.base import resolve_base
 from factinject.models.checkpoint import check_safetensors
 from factinject.recipe import Recipe
@@ -198,13 +199,5 @@ def publish_adapter(run: Run, job: TrainJob, result: TrainResult) -> None:
 
 
 def package_versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("factinject", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes",
-                 "unsloth", "vllm"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out
+    return library_versions("factinject", "torch", "transformers", "trl", "peft", "datasets", "accelerate",
+                            "bitsandbytes", "unsloth", "vllm")
