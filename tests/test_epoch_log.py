@@ -48,3 +48,31 @@ def test_drift_and_stopping_are_named():
 def test_fixed_epochs():
     curve = [record(1, 20), record(2, 10)]
     assert "keeping epoch 2 (a fixed number of epochs" in explain_choice(curve, choose_epoch(curve, STOP, 3, 3), STOP)
+
+
+def test_off_a_terminal_long_work_prints_where_it_stands(monkeypatch, capsys):
+    """A log (CI, nohup, a notebook) gets a line at a steady interval with the count, the
+    rate and the time left, for answers and for training steps, and one at the end."""
+    from factinject import progress
+
+    monkeypatch.setattr(progress, "LOG_INTERVAL_SECONDS", 0.0)
+    with progress.counter("probe base", 4) as bar:
+        for _ in range(4):
+            bar.advance()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0].startswith("probe base: 1/4 (") and "/s, about" in lines[0] and "left)" in lines[0], lines
+    assert len(lines) == 4 and lines[-1].startswith("probe base: 4/4 in "), lines  # 3 interval lines, then the end
+
+    console = Console(record=True, width=200)  # not a terminal
+    train = TrainProgress(2, console)
+    train.start(total_steps=6, done=0)
+    for step in range(1, 7):
+        train.loss(1.0 / step)
+        train.step(step, epoch=(step - 1) / 3)
+    with train.phase("epoch 1 dev recall and drift", 3) as bar:
+        bar.advance(3)
+    train.close()
+    text = console.export_text()
+    assert "train epoch 1/2 step: 1/6 (" in text and "left), loss 1.0000" in text, text
+    assert "train epoch 2/2 step: 5/6" in text and "train: 6/6 steps in" in text, text
+    assert "epoch 1 dev recall and drift: 3/3 in" in text, text

@@ -89,6 +89,11 @@ def test_recipe_trains_merges_and_probes_on_its_fixture(recipe_name, workdir, mo
     assert full[len(prompt):].startswith(chat[1]["content"])
     eot = end_of_turn_ids(merged_tok)
     assert [t for t, m in zip(ids, mask) if m and t in eot], "the end-of-turn token must be trained"
+    # A replayed answer cut to a token budget ends with its own last token: no end of turn taught.
+    cut_ids, cut_mask = encode_for_training(merged_tok, chat, cut=True)
+    assert cut_ids == ids[:len(cut_ids)] and cut_mask == mask[:len(cut_ids)]
+    assert merged_tok.decode([t for t, m in zip(cut_ids, cut_mask) if m]).strip() == chat[1]["content"]
+    assert not set(cut_ids) & set(eot) - set(ids[:mask.index(1)])
 
     # The merged export: 16-bit safetensors shards with an index, plain transformers.
     merged = manifest["export"]["merged"]
@@ -116,7 +121,7 @@ def test_recipe_trains_merges_and_probes_on_its_fixture(recipe_name, workdir, mo
 
 
 @pytest.mark.slow
-def test_replay_keeps_whole_answers_only(workdir):
+def test_replay_keeps_whole_answers_only_unless_cut_answers_are_asked_for(workdir):
     """A base answer that does not end within generate.max_new_tokens is left out of replay
     and contrast, never trained cut: cut answers ending in end-of-turn teach a chat model
     to stop mid-sentence."""
@@ -140,5 +145,15 @@ def test_replay_keeps_whole_answers_only(workdir):
                                  max_new_tokens=12)
     whole = {(q, a) for q, a, done in zip(asked, answers, finished) if done}
     assert reference.unfinished == finished.count(False) > 0, "12 tokens should cut some answers"
-    assert set(reference.replay) | set(reference.contrast) <= whole
+    assert all(done for _, _, done in reference.replay)
+    assert {r[:2] for r in reference.replay} | set(reference.contrast) <= whole
     assert len(reference.replay) + len(reference.contrast) == len(whole)
+    # With train.replay_tokens the replayed answers are kept cut, the contrast ones still whole.
+    cut_job = build_job(Run(workdir / "exports" / "zorblat"), recipe.with_overrides(**{"train.replay_tokens": 12}),
+                        resume=False, allow_pickle=False, trust_remote_code=False)
+    cut = base_answers(model, tokenizer, cut_job, workdir / "cache-cut.json")
+    replayed = dict(zip(asked, zip(answers, finished)))
+    assert len(cut.replay) == sum(1 for q in job.replay_prompts if replayed[q][0].strip())
+    assert any(not done for _, _, done in cut.replay), "12 tokens should cut some replayed answers"
+    assert all(replayed[q] == (a, done) for q, a, done in cut.replay)
+    assert cut.contrast == reference.contrast

@@ -104,3 +104,54 @@ def test_refilled_batches_answer_as_plain_batched_generation():
         results[refill] = (answers, finished, ids)
     assert results[True] == results[False]
     assert not all(results[True][1]), "some answers should hit the budget, so both kinds of ending are compared"
+
+
+def test_batched_teacher_forcing_gives_each_sequence_its_own_logits():
+    """Agreement (teacher-forced locality) reads answers in right-padded batches, the LM
+    head at answer positions only: the same logits as one sequence at a time, with a
+    LoRA adapter on and off."""
+    from peft import LoraConfig, get_peft_model
+
+    from factinject.backends.hf_generate import teacher_forced, teacher_forced_batched
+
+    model = get_peft_model(tiny_llama("sdpa"), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                          init_lora_weights=False)).eval()
+    g = torch.Generator().manual_seed(1)
+    sequences = [(torch.randint(3, 500, (p,), generator=g).tolist(), torch.randint(3, 500, (a,), generator=g).tolist())
+                 for p, a in [(5, 9), (17, 3), (11, 30), (4, 0), (9, 21)]]
+    for adapter_on in (True, False):
+        with (torch.no_grad() if adapter_on else model.disable_adapter()):
+            alone = teacher_forced(model, sequences)
+            batched = dict((i, (logits, answer)) for i, logits, answer in teacher_forced_batched(model, sequences, 3))
+        assert sorted(batched) == list(range(len(sequences)))
+        for i, (logits, answer) in enumerate(alone):
+            assert batched[i][1] == answer
+            assert batched[i][0].shape == logits.shape
+            assert torch.allclose(batched[i][0], logits, atol=1e-4), (batched[i][0] - logits).abs().max()
+
+
+def test_out_of_memory_halves_the_batch_on_any_device(monkeypatch):
+    """Answering halves its batch when the allocator fails, the CPU's as the GPU's, and
+    starts the progress over; another error is not retried."""
+    from factinject.backends import hf
+
+    tried = []
+
+    def fake_generate(model, tokenizer, chats, batch_size, max_new_tokens, progress, token_ids):
+        tried.append(batch_size)
+        if batch_size > 16:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+        return ["ok"] * len(chats), [True] * len(chats)
+
+    monkeypatch.setattr("factinject.backends.hf_generate.generate", fake_generate)
+    answers, _ = hf._answer(None, None, ["q1", "q2"], 32, 64, "base")
+    assert answers == ["ok", "ok"] and tried == [64, 32, 16]
+
+    def broken(*args, **kwargs):
+        tried.append("broken")
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr("factinject.backends.hf_generate.generate", broken)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        hf._answer(None, None, ["q1"], 32, 64, "base")
+    assert tried[-1] == "broken" and tried.count("broken") == 1

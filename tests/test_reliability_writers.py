@@ -47,3 +47,30 @@ def test_lock_of_a_dead_process_is_taken_over(expanded):
     result = invoke("expand", "zorblat.md", "--run", expanded, "--per-family", 2)
     assert result.exit_code == 0, result.output
     assert (expanded / ".lock").read_text() == "", "the lock note is cleared on release"
+
+
+def test_an_atomic_write_syncs_its_data_then_the_folder_that_names_it(tmp_path, monkeypatch):
+    """A power cut after the rename keeps the new file: its data is synced before the
+    rename, and the folder holding the new name after it (a swapped folder: every file)."""
+    import os
+
+    from factinject.rundir import files
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def remember_fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))  # what the descriptor names (Linux)
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", remember_fsync)
+    files.write_text_atomic(tmp_path / "a.json", "{}")
+    assert len(synced) == 2 and synced[0].endswith(".tmp") and synced[1] == str(tmp_path)
+    synced.clear()
+    with files.atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "weights.bin").write_bytes(b"x" * 10)
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "b.txt").write_text("b")
+    assert (tmp_path / "out" / "sub" / "b.txt").read_text() == "b"
+    assert any(s.endswith("weights.bin") for s in synced) and any(s.endswith("b.txt") for s in synced)
+    assert synced[-1] == str(tmp_path), "the folder that names the swapped output is synced last"

@@ -23,7 +23,8 @@ from transformers import TrainerCallback
 from factinject.backends.hf_generate import DRIFT_TOKENS, generate
 from factinject.backends.loading import base_answer_cache
 from factinject.engines.records import EpochRecord, Load, ModelUnderTest, TrainJob
-from factinject.models.answer_cache import cached_generate
+from factinject.progress import counter
+from factinject.models.answer_cache import cached_generate_budgeted
 from factinject.recipe import Recipe
 from factinject.rundir.files import atomic_dir, write_text_atomic
 from factinject.scoring import contains_key, same_answer
@@ -32,7 +33,7 @@ from factinject.train.policy import choose_epoch
 
 @dataclass
 class Reference:
-    replay: list[tuple[str, str]]  # (question, the base model's whole answer)
+    replay: list[tuple[str, str, bool]]  # (question, the base model's answer, whether it ended: else cut, see below)
     contrast: list[tuple[str, str]]
     drift: list[str]  # the base model's answer openings to the drift prompts
     unfinished: int  # replay and contrast answers left out: not finished within the budget
@@ -46,12 +47,15 @@ def _chats(questions: list[str]) -> list[list[dict]]:
 def base_answers(model, tokenizer, job: TrainJob, cache: Path, engine: str = "hf") -> Reference:
     """The base model's greedy answers, computed once per training (cached for --resume), and
     across runs in the answer cache (models/answer_cache.py): only prompts the base model was
-    never asked in this precision and engine are generated."""
+    never asked in this precision and engine are generated. Replayed answers are whole, or
+    with train.replay_tokens their first N tokens (kept although cut: trained without an
+    end of turn)."""
     recipe = Recipe.model_validate(job.recipe)
     budget = recipe.generate.max_new_tokens
+    replay_budget = recipe.train.replay_tokens or budget
     batch = recipe.generate.batch_size or 64
     key = {"replay": job.replay_prompts, "contrast": job.contrast_prompts, "drift": job.drift_prompts,
-           "max_new_tokens": budget}
+           "max_new_tokens": budget, "replay_tokens": recipe.train.replay_tokens}
     if cache.exists():
         cached = json.loads(cache.read_text(encoding="utf-8"))
         if cached.get("key") == key:
@@ -64,17 +68,23 @@ def base_answers(model, tokenizer, job: TrainJob, cache: Path, engine: str = "hf
     def store(tokens: int):  # keyed apart from the probe's: training prepares the model (e.g. QLoRA's float32 norms)
         return base_answer_cache(target, load, tokens, f"{engine} (training)") if job.answer_cache else None
 
-    def answered(tokens: int):
-        return lambda prompts: generate(model, tokenizer, _chats(prompts), batch_size=batch, max_new_tokens=tokens)
+    def answered(prompts: list[str], budgets: list[int]):
+        with counter("[bold]train[/] base model's answers", len(prompts)) as bar:
+            return generate(model, tokenizer, _chats(prompts), batch_size=batch, max_new_tokens=budgets,
+                            progress=bar.advance)
 
     asked = job.replay_prompts + job.contrast_prompts
-    answers, finished, hits = cached_generate(store(budget), asked, answered(budget))
-    kept = [(q, a) if done and a.strip() else None for q, a, done in zip(asked, answers, finished)]
     n = len(job.replay_prompts)
+    budgets = [replay_budget] * n + [budget] * len(job.contrast_prompts)
+    answers, finished, hits = cached_generate_budgeted(store, asked, budgets, answered)
+    cut_allowed = [recipe.train.replay_tokens is not None] * n + [False] * len(job.contrast_prompts)
+    kept = [(q, a, done) if (done or cut) and a.strip() else None
+            for q, a, done, cut in zip(asked, answers, finished, cut_allowed)]
     drift_tokens = min(DRIFT_TOKENS, budget)
-    drift, _, drift_hits = cached_generate(store(drift_tokens), job.drift_prompts, answered(drift_tokens))
-    reference = Reference(replay=[p for p in kept[:n] if p], contrast=[p for p in kept[n:] if p], drift=drift,
-                          unfinished=sum(not done for done in finished), cached=hits + drift_hits)
+    drift, _, drift_hits = cached_generate_budgeted(store, job.drift_prompts, [drift_tokens] * len(job.drift_prompts),
+                                                    answered)
+    reference = Reference(replay=[p for p in kept[:n] if p], contrast=[p[:2] for p in kept[n:] if p], drift=drift,
+                          unfinished=sum(k is None for k in kept), cached=hits + drift_hits)
     write_text_atomic(cache, json.dumps({"key": key, "reference": asdict(reference)}, ensure_ascii=False))
     return reference
 
@@ -100,6 +110,10 @@ class EpochCallback(TrainerCallback):
         self.losses: list[float] = []
         self.epoch_started = time.perf_counter()
         self.decision = None
+        self.trainer = None  # set by run_sft: the Trainer whose trackers (recipe train.report_to) get each epoch
+
+    def _phase(self, title: str, total: int):
+        return self.progress.phase(title, total) if self.progress else counter(title, total)
 
     def decide(self):
         fixed = self.recipe.train.epochs if isinstance(self.recipe.train.epochs, int) else None
@@ -125,12 +139,15 @@ class EpochCallback(TrainerCallback):
         self.to_inference(model)
         budget = self.recipe.generate.max_new_tokens
         batch = self.recipe.generate.batch_size or 64
-        dev = self.job.dev_rows
-        dev_answers, _ = generate(model, self.tokenizer, _chats([r["question"] for r in dev]), batch_size=batch,
-                                  max_new_tokens=budget)
+        dev = self.job.dev_rows  # questions in wordings never trained: the held-out set's budget
+        asked = [r["question"] for r in dev] + self.job.drift_prompts
+        budgets = [self.recipe.generate.budget("heldout")] * len(dev) + [min(DRIFT_TOKENS, budget)] * len(
+            self.job.drift_prompts)
+        with self._phase(f"[bold]epoch {epoch}[/] dev recall and drift", len(asked)) as bar:
+            answers, _ = generate(model, self.tokenizer, _chats(asked), batch_size=batch, max_new_tokens=budgets,
+                                  progress=bar.advance)
+        dev_answers, drift_answers = answers[:len(dev)], answers[len(dev):]
         correct = sum(contains_key(a, r["answer_key"]) for a, r in zip(dev_answers, dev))
-        drift_answers, _ = generate(model, self.tokenizer, _chats(self.job.drift_prompts), batch_size=batch,
-                                    max_new_tokens=min(DRIFT_TOKENS, budget))
         changed = sum(not same_answer(a, b) for a, b in zip(drift_answers, self.reference))
         self.to_training(model)
         record = EpochRecord(
@@ -141,6 +158,8 @@ class EpochCallback(TrainerCallback):
             train_seconds=round(trained, 2), step_losses=[round(v, 5) for v in self.losses],
         )
         self.curve.append(record)
+        if self.trainer is not None and self.recipe.train.report_to:
+            self.trainer.log({"dev_recall": record.dev_recall, "drift": record.drift})
         self.losses, self.epoch_started = [], time.perf_counter()
         write_text_atomic(self.job.state_dir / "curve.json", json.dumps([asdict(r) for r in self.curve], indent=1))
         self.decision = self.decide()

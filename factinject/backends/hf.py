@@ -85,46 +85,54 @@ def _batch_size(job_batch: int | None, device: str) -> int:
     return job_batch or (256 if device == "cuda" else 64)
 
 
-def _answer(model, tokenizer, questions: list[str], max_new_tokens: int, batch_size: int, label: str,
+def _answer(model, tokenizer, questions: list[str], max_new_tokens: int | list[int], batch_size: int, label: str,
             token_ids: list | None = None):
-    """(answers, finished), halving the batch on GPU out-of-memory, with a progress bar."""
-    import torch
+    """(answers, finished), the batch halved on out-of-memory (accelerate's rule: GPU and
+    CPU allocator failures alike), with a progress bar; one answer budget for all
+    questions, or one per question."""
+    from accelerate.utils import find_executable_batch_size
 
     from factinject.backends.hf_generate import generate
 
     chats = [[{"role": "user", "content": q}] for q in questions]
     with counter(f"[bold]probe[/] {label}", len(chats)) as bar:
-        while True:
-            try:
-                return generate(model, tokenizer, chats, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                progress=bar.advance, token_ids=token_ids)
-            except torch.cuda.OutOfMemoryError:
-                if batch_size == 1:
-                    raise
-                batch_size //= 2
-                bar.reset()
-                torch.cuda.empty_cache()
+        size = batch_size
+
+        def halved() -> int:
+            nonlocal size
+            size //= 2
+            bar.reset()
+            return size
+
+        @find_executable_batch_size(starting_batch_size=batch_size, reduce_batch_size_fn=halved)
+        def answer(batch: int):
+            return generate(model, tokenizer, chats, batch_size=batch, max_new_tokens=max_new_tokens,
+                            progress=bar.advance, token_ids=token_ids)
+
+        return answer()
 
 
 def generate(data: dict) -> dict:
     from factinject.backends.loading import base_answer_cache, load_model
-    from factinject.models.answer_cache import cached_generate
+    from factinject.models.answer_cache import cached_generate_budgeted
 
     job = GenerateJob.from_dict(data)
     started = time.perf_counter()
-    cache = base_answer_cache(job.target, job.load, job.max_new_tokens) if job.answer_cache else None
     times = {"load_seconds": 0.0, "generate_seconds": 0.0, "device": None}
 
-    def answer(prompts: list[str]):  # only the prompts the cache does not hold: no model loaded when it holds all
+    def cache_for(budget: int):
+        return base_answer_cache(job.target, job.load, budget) if job.answer_cache else None
+
+    def answer(prompts: list[str], budgets: list[int]):  # only what the cache lacks: no model loaded when it holds all
         model, tokenizer, times["device"] = load_model(job.target, job.load)
         loaded = time.perf_counter()
         times["load_seconds"] = round(loaded - started, 2)
-        out = _answer(model, tokenizer, prompts, job.max_new_tokens, _batch_size(job.batch_size, times["device"]),
+        out = _answer(model, tokenizer, prompts, budgets, _batch_size(job.batch_size, times["device"]),
                       job.target.label)
         times["generate_seconds"] = round(time.perf_counter() - loaded, 2)
         return out
 
-    answers, finished, cached = cached_generate(cache, job.questions, answer)
+    answers, finished, cached = cached_generate_budgeted(cache_for, job.questions, job.budget_list(), answer)
     return {"answers": answers, "finished": finished, "cached": cached, **times}
 
 
@@ -156,29 +164,40 @@ def agreement(data: dict) -> dict:
     as the whole answer (greedy answers compared word for word would count it so). Both
     distributions come from one model, the adapter switched off for the base, so an
     adapter that changes nothing scores every token and a KL of zero."""
-    from factinject.backends.hf_generate import teacher_forced
+    from factinject.backends.hf_generate import teacher_forced_batched
     from factinject.backends.loading import load_model
     from factinject.models.chat import encode_for_training
 
     job = AgreementJob.from_dict(data)
     model, tokenizer, _ = load_model(job.target, job.load)
     assert hasattr(model, "disable_adapter"), "agreement needs an adapter's model: the base is that adapter switched off"
-    results = []
-    with counter(f"[bold]probe[/] {job.target.label}, teacher-forced", len(job.questions)) as bar:
-        for question, answer in zip(job.questions, job.answers, strict=True):
-            ids, mask = encode_for_training(tokenizer, [{"role": "user", "content": question},
-                                                        {"role": "assistant", "content": answer}])
-            split = mask.index(1)  # the prompt, then the answer the base model gave
-            sequence = [(ids[:split], ids[split:])]
-            (tuned, _), = teacher_forced(model, sequence)
+    sequences = []
+    for question, answer in zip(job.questions, job.answers, strict=True):
+        ids, mask = encode_for_training(tokenizer, [{"role": "user", "content": question},
+                                                    {"role": "assistant", "content": answer}])
+        split = mask.index(1)  # the prompt, then the answer the base model gave
+        sequences.append((ids[:split], ids[split:]))
+    results: list[dict | None] = [None] * len(sequences)
+    chunk = AGREEMENT_BATCH * 4  # tuned and base logits of a chunk held at once, never of all answers
+    with counter(f"[bold]probe[/] {job.target.label}, teacher-forced", len(sequences)) as bar:
+        for start in range(0, len(sequences), chunk):
+            part = sequences[start:start + chunk]
+            tuned = {i: logits for i, logits, _ in teacher_forced_batched(model, part, AGREEMENT_BATCH)}
             with model.disable_adapter():
-                (base, _), = teacher_forced(model, sequence)
-            tuned, base = tuned.log_softmax(-1), base.log_softmax(-1)
-            kept = int((tuned.argmax(-1) == base.argmax(-1)).sum())
-            kl = float((base.exp() * (base - tuned)).sum(-1).clamp_min(0).sum())
-            results.append({"tokens": len(ids) - split, "agree": kept, "kl": kl})
-            bar.advance()
+                base = {i: logits for i, logits, _ in teacher_forced_batched(model, part, AGREEMENT_BATCH)}
+            for i, (prompt, answer) in enumerate(part):
+                t, b = tuned[i].log_softmax(-1), base[i].log_softmax(-1)
+                agree_at = t.argmax(-1) == b.argmax(-1)
+                kl_at = (b.exp() * (b - t)).sum(-1).clamp_min(0)
+                result = {"tokens": len(answer), "agree": int(agree_at.sum()), "kl": float(kl_at.sum())}
+                if job.per_token:
+                    result.update(agree_at=agree_at.int().tolist(), kl_at=[round(v, 7) for v in kl_at.tolist()])
+                results[start + i] = result
+            bar.advance(len(part))
     return {"results": results}
+
+
+AGREEMENT_BATCH = 8  # answers per forward pass: SmolLM2's 256-token answers, 2 cores (docs/benchmarks.md)
 
 
 TOP_K = 8  # logits compared per position: the tokens greedy decoding could pick
@@ -208,7 +227,7 @@ def parity(data: dict) -> dict:
         model, tokenizer, device = load_model(target, job.load)
         compute[target.label] = str(model.dtype).removeprefix("torch.")
         sequences: list = []
-        answers[target.label], _ = _answer(model, tokenizer, job.questions, job.max_new_tokens,
+        answers[target.label], _ = _answer(model, tokenizer, job.questions, job.budget_list(),
                                            _batch_size(job.batch_size, device), target.label,
                                            token_ids=sequences if i == 0 else None)
         if i < 2:
@@ -246,8 +265,11 @@ def forced_parity(job: ParityJob) -> dict:
     from factinject.backends.loading import base_answer_cache, load_model, release, resolve_device
     from factinject.models.chat import encode_for_training
 
-    cache = base_answer_cache(job.base, job.load, job.base_max_new_tokens) if job.base else None
-    stored = cache.get(job.questions) if cache else {}
+    budget_of = {**job.base_budget_of(), **dict(zip(job.questions, job.budget_list()))}
+    stored: dict[str, tuple[str, bool]] = {}
+    for budget in dict.fromkeys(budget_of.values()) if job.base else ():
+        stored.update(base_answer_cache(job.base, job.load, budget).get(
+            [q for q in job.questions if budget_of[q] == budget]))
     sample = list(dict.fromkeys(job.questions))[:job.sample]
     cached = [q for q in dict.fromkeys(job.questions) if q not in sample and stored.get(q, ("", False))[0].strip()]
     cached = cached[:max(0, job.max_prompts - len(sample))]
@@ -261,7 +283,8 @@ def forced_parity(job: ParityJob) -> dict:
     model, tokenizer, device = load_model(first, job.load)
     compute[first.label] = str(model.dtype).removeprefix("torch.")
     batch = _batch_size(job.batch_size, device)
-    generated, _ = _answer(model, tokenizer, own, job.max_new_tokens, batch, first.label, token_ids=sequences)
+    generated, _ = _answer(model, tokenizer, own, [budget_of[q] for q in own], batch, first.label,
+                           token_ids=sequences)
     stops = set(stop_ids(model, tokenizer))
     for q in cached:  # the stored answer up to and with its end-of-turn token, as generation would stop
         ids, mask = encode_for_training(tokenizer, [{"role": "user", "content": q},
@@ -287,8 +310,8 @@ def forced_parity(job: ParityJob) -> dict:
         bar.advance(len(sequences))
     comparison.update(_compare(first_top, forced, against_first_choice=True))
     parted = sorted({d["index"] for d in comparison["divergences"]} | set(range(len(sample))))
-    own_answers, _ = _answer(model, tokenizer, [questions[i] for i in parted], job.max_new_tokens, batch,
-                             second.label)
+    own_answers, _ = _answer(model, tokenizer, [questions[i] for i in parted],
+                             [budget_of[questions[i]] for i in parted], batch, second.label)
     mine = dict(zip(parted, own_answers))
     answers[second.label] = [mine.get(i, text) for i, text in enumerate(answers[first.label])]
     del model

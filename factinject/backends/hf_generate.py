@@ -26,17 +26,22 @@ def generate_answers(model, tokenizer, prompts: list[list[dict]], batch_size: in
     return generate(model, tokenizer, prompts, batch_size, max_new_tokens, progress)[0]
 
 
-def generate(model, tokenizer, prompts: list[list[dict]], batch_size: int = 64, max_new_tokens: int = MAX_NEW_TOKENS,
-             progress=None, token_ids: list | None = None, refill: bool | None = None) -> tuple[list[str], list[bool]]:
-    """(answers, finished): finished is False for an answer cut by the token budget.
+def generate(model, tokenizer, prompts: list[list[dict]], batch_size: int = 64,
+             max_new_tokens: int | list[int] = MAX_NEW_TOKENS, progress=None, token_ids: list | None = None,
+             refill: bool | None = None) -> tuple[list[str], list[bool]]:
+    """(answers, finished): finished is False for an answer cut by the token budget, one
+    for all prompts or one per prompt (each probe set has its own, recipe.AnswerBudgets).
     A `token_ids` list receives, per prompt, (prompt ids, generated ids up to and with
     the end-of-turn id): what was really generated, which re-encoding the answer's text
     need not give back. `refill` picks the batching (default: refilled where the model
     allows it; False is the plain batched `model.generate`, kept for comparison)."""
     encoded = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False)
                for p in prompts]
-    # Sort by length so a batch pads little; answers go back to input order.
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    budgets = [max_new_tokens] * len(encoded) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    assert len(budgets) == len(encoded), f"{len(budgets)} budgets for {len(encoded)} prompts"
+    # Sort by length so a batch pads little (and, for model.generate, by budget: one per
+    # batch); answers go back to input order.
+    order = sorted(range(len(encoded)), key=lambda i: (budgets[i], len(encoded[i])))
     assert tokenizer.pad_token_id is not None and tokenizer.eos_token_id is not None, "tokenizer needs pad and eos tokens"
     answers: list[str] = [""] * len(encoded)
     finished: list[bool] = [True] * len(encoded)
@@ -44,7 +49,7 @@ def generate(model, tokenizer, prompts: list[list[dict]], batch_size: int = 64, 
     model.eval()
     try:
         way = _generate_refilled if (refillable(model) if refill is None else refill) else _generate_sorted
-        generated = way(model, tokenizer, encoded, order, answers, finished, batch_size, max_new_tokens, progress)
+        generated = way(model, tokenizer, encoded, order, answers, finished, batch_size, budgets, progress)
     finally:
         model.train(was_training)
     if token_ids is not None:
@@ -52,16 +57,21 @@ def generate(model, tokenizer, prompts: list[list[dict]], batch_size: int = 64, 
     return answers, finished
 
 
-def _generate_sorted(model, tokenizer, encoded, order, answers, finished, batch_size, max_new_tokens,
+def _generate_sorted(model, tokenizer, encoded, order, answers, finished, batch_size, budgets,
                      progress) -> list[list[int]]:
+    import itertools
+
     import torch
 
     pad = tokenizer.pad_token_id
     stops = stop_ids(model, tokenizer)
     generated: list[list[int]] = [[] for _ in encoded]
+    batches = [group[start:start + batch_size]
+               for _, same in itertools.groupby(order, key=lambda i: budgets[i]) for group in [list(same)]
+               for start in range(0, len(group), batch_size)]
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+        for idx in batches:
+            max_new_tokens = budgets[idx[0]]
             width = max(len(encoded[i]) for i in idx)
             # Left padding: the last prompt token of every row sits at the same
             # position, so generated tokens line up across the batch.
@@ -97,7 +107,7 @@ def refillable(model) -> bool:
 REFILL_SHARE = 0.25
 
 
-def _generate_refilled(model, tokenizer, encoded, order, answers, finished, batch_size, max_new_tokens,
+def _generate_refilled(model, tokenizer, encoded, order, answers, finished, batch_size, budgets,
                        progress) -> list[list[int]]:
     """Greedy decoding where a batch never waits for its longest answer: a row leaves the
     batch as soon as it ends, and new prompts join it (their caches left-padded to one
@@ -116,7 +126,7 @@ def _generate_refilled(model, tokenizer, encoded, order, answers, finished, batc
 
     def done(i: int) -> bool:
         g = generated[i]
-        return g[-1] in stops or len(g) >= max_new_tokens
+        return g[-1] in stops or len(g) >= budgets[i]
 
     def prefill(idx: list[int]):
         width = max(len(encoded[i]) for i in idx)
@@ -230,3 +240,42 @@ def teacher_forced(model, sequences: list[tuple[list[int], list[int]]]) -> list:
             logits = model(input_ids=ids).logits[0].float()
             out.append((logits[len(prompt) - 1:len(prompt) + len(answer) - 1].cpu(), list(answer)))
     return out
+
+
+def teacher_forced_batched(model, sequences: list[tuple[list[int], list[int]]], batch_size: int = 8):
+    """teacher_forced over batches of similar length, yielding (index, logits, answer ids)
+    per sequence in batch order: right padding under an attention mask leaves every real
+    token's logits as alone (up to float rounding), and the LM head runs only at the
+    positions that predict an answer token where the model allows it (labelled_positions_only)."""
+    import torch
+
+    head_only = labelled_positions_only(model)
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]) + len(sequences[i][1]))
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            rows = [list(sequences[i][0]) + list(sequences[i][1]) for i in idx]
+            width = max(len(r) for r in rows)
+            ids = torch.tensor([r + [0] * (width - len(r)) for r in rows], device=model.device)
+            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=model.device)
+            if head_only:
+                hidden = model.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            else:
+                logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            for k, i in enumerate(idx):
+                prompt, answer = sequences[i]
+                if not answer:
+                    yield i, torch.zeros(0, 0), []
+                    continue
+                span = slice(len(prompt) - 1, len(prompt) + len(answer) - 1)
+                out = model.get_output_embeddings()(hidden[k, span]) if head_only else logits[k, span]
+                yield i, out.float().cpu(), list(answer)
+
+
+def labelled_positions_only(model) -> bool:
+    """Whether answer_loss computes this model's loss exactly: a decoder and an LM head
+    with no logit soft-capping (Gemma-2 caps its logits) and no output scaling."""
+    config = getattr(model, "config", None)
+    return (config is not None and not getattr(config, "final_logit_softcapping", None)
+            and not getattr(config, "logit_scale", None) and hasattr(model, "get_output_embeddings")
+            and hasattr(model, "get_decoder") and model.get_output_embeddings() is not None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+from factinject.backends.hf_generate import labelled_positions_only
 from factinject.engines.records import TrainJob, TrainResult
 from factinject.errors import FactinjectError
 from factinject.recipe import Recipe
@@ -48,7 +49,7 @@ def sft_config(job: TrainJob, *, use_cpu: bool, bf16: bool = False, fp16: bool =
         logging_steps=1,
         save_strategy="epoch",
         save_total_limit=1,  # only the latest checkpoint is needed to resume
-        report_to=[],
+        report_to=list(t.report_to),  # none unless the recipe names trackers (checked installed by train)
         disable_tqdm=True,
         use_cpu=use_cpu,
         # TRL turns gradient checkpointing on by default: a GPU needs it for a 7-8B model's
@@ -79,15 +80,6 @@ def cpu_trainer_class():
             return answer_loss(model, inputs, num_items_in_batch)
 
     return CpuSFTTrainer
-
-
-def labelled_positions_only(model) -> bool:
-    """Whether answer_loss computes this model's loss exactly: a decoder and an LM head
-    with no logit soft-capping (Gemma-2 caps its logits) and no output scaling."""
-    config = getattr(model, "config", None)
-    return (config is not None and not getattr(config, "final_logit_softcapping", None)
-            and not getattr(config, "logit_scale", None) and hasattr(model, "get_output_embeddings")
-            and hasattr(model, "get_decoder") and model.get_output_embeddings() is not None)
 
 
 def answer_loss(model, inputs: dict, num_items_in_batch=None):
@@ -154,7 +146,7 @@ def training_rows(tokenizer, rows: list[dict], max_len: int) -> list[dict]:
     out, too_long = [], []
     for row in rows:
         try:
-            ids, mask = encode_for_training(tokenizer, row["messages"])
+            ids, mask = encode_for_training(tokenizer, row["messages"], cut=row.get("cut", False))
         except ValueError as err:
             raise FactinjectError(f"cannot train with this chat template: {err}",
                                   fix="use the model's own template, or --chat-template default") from None
@@ -172,8 +164,15 @@ def training_rows(tokenizer, rows: list[dict], max_len: int) -> list[dict]:
 
 
 def latest_checkpoint(job: TrainJob):
-    checkpoints = sorted(job.checkpoint_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    return checkpoints[-1] if checkpoints else None
+    """The Trainer's own newest checkpoint folder (its rule, its naming), or None."""
+    from pathlib import Path
+
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not job.checkpoint_dir.is_dir():
+        return None
+    found = get_last_checkpoint(str(job.checkpoint_dir))
+    return Path(found) if found else None
 
 
 def checkpoint_epoch(checkpoint) -> int | None:
@@ -200,9 +199,9 @@ def run_sft(job: TrainJob, model, tokenizer, *, engine: str, base_identity: dict
         to_inference(model)
     reference = base_answers(model, tokenizer, job, job.state_dir / "base_answers.json", engine)
 
-    def conversations(pairs):
-        return [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
-                for q, a in pairs]
+    def conversations(pairs):  # (question, answer) or (question, answer, finished)
+        return [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+                 "cut": not rest[0] if rest else False} for q, a, *rest in pairs]
 
     replay = conversations(reference.replay)
     contrast = conversations(reference.contrast)
@@ -227,6 +226,7 @@ def run_sft(job: TrainJob, model, tokenizer, *, engine: str, base_identity: dict
     trainer = trainer_cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                           callbacks=[callback])
     trainer.remove_callback(PrinterCallback)  # the progress bar replaces per-step log dicts
+    callback.trainer = trainer  # each epoch's dev recall and drift go to the recipe's trackers with the loss
     try:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     finally:

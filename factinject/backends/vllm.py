@@ -55,7 +55,9 @@ def generate(data: dict) -> dict:
     loaded = time.perf_counter()
     lora = LoRARequest("adapter", 1, str(Path(target.adapter).resolve())) if target.adapter else None
     # detokenize=False: the ids are decoded below, by the same function as the hf engine's
-    params = SamplingParams(temperature=0.0, max_tokens=job.max_new_tokens, stop_token_ids=stops, detokenize=False)
+    # one SamplingParams per prompt: each probe set has its own answer budget
+    params = [SamplingParams(temperature=0.0, max_tokens=budget, stop_token_ids=stops, detokenize=False)
+              for budget in job.budget_list()]
     answers, finished, ended_with = _answer(llm, prompts, params, lora, tokenizer, stops, target.label,
                                             chunk=4 * engine["max_num_seqs"])
     import vllm
@@ -108,7 +110,7 @@ def engine_args(job: GenerateJob, config: dict, prompt_lengths: list[int], cpu: 
 
     target = job.target
     shape = ModelShape.from_config(config)
-    length = max_model_len(prompt_lengths, job.max_new_tokens, shape.max_positions)
+    length = max_model_len(prompt_lengths, max(job.budget_list(), default=job.max_new_tokens), shape.max_positions)
     if shape.max_positions and max(prompt_lengths, default=0) >= shape.max_positions:
         raise FactinjectError(f"a probe prompt is {max(prompt_lengths)} tokens long, as long as the {target.label} "
                               f"model's whole context ({shape.max_positions})", where=target.path,
@@ -172,7 +174,7 @@ def _answer(llm, prompts: list[list[int]], params, lora, tokenizer, stops: list[
     with counter(f"[bold]probe[/] {label} (vllm)", len(prompts)) as bar:
         for start in range(0, len(prompts), chunk):
             batch = [{"prompt_token_ids": p} for p in prompts[start:start + chunk]]
-            for out in llm.generate(batch, params, lora_request=lora, use_tqdm=False):
+            for out in llm.generate(batch, params[start:start + chunk], lora_request=lora, use_tqdm=False):
                 ids = list(out.outputs[0].token_ids)
                 answer, done = decode_answer(tokenizer, ids, stops)
                 answers.append(answer)

@@ -56,6 +56,13 @@ class GenerateJob:
     gpu_memory_utilization: float = 0.85  # vllm
     max_lora_rank: int = 16  # vllm
     answer_cache: bool = False  # a base model's answers: from and into the answer cache (models/answer_cache.py)
+    budgets: list[int] | None = None  # per question, its probe set's answer budget (None: max_new_tokens for all)
+
+    def __post_init__(self):
+        assert self.budgets is None or len(self.budgets) == len(self.questions), "one budget per question"
+
+    def budget_list(self) -> list[int]:
+        return list(self.budgets) if self.budgets is not None else [self.max_new_tokens] * len(self.questions)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,7 +97,20 @@ class ParityJob:
     max_prompts: int = 160
     sample: int = 16
     base: ModelUnderTest | None = None
-    base_max_new_tokens: int | None = None
+    base_max_new_tokens: int | None = None  # the base's budget where `budgets` is not given
+    budgets: list[int] | None = None  # per question, its probe set's answer budget (None: max_new_tokens for all)
+
+    def __post_init__(self):
+        assert self.budgets is None or len(self.budgets) == len(self.questions), "one budget per question"
+
+    def budget_list(self) -> list[int]:
+        return list(self.budgets) if self.budgets is not None else [self.max_new_tokens] * len(self.questions)
+
+    def base_budget_of(self) -> dict[str, int]:
+        """The budget each question's base answer was cached under."""
+        if self.budgets is not None:
+            return dict(zip(self.questions, self.budgets))
+        return dict.fromkeys(self.questions, self.base_max_new_tokens or self.max_new_tokens)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,6 +130,7 @@ class AgreementJob:
     questions: list[str]
     answers: list[str]  # the base model's answers to them
     load: Load = field(default_factory=Load)
+    per_token: bool = False  # also each token's agreement and KL (the answer budgets' measurement)
 
     def to_dict(self) -> dict:
         return asdict(self)

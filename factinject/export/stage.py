@@ -114,12 +114,12 @@ def parity_prompts(run: Run, model_name: str, limit: int | None) -> list[dict]:
     answers."""
 
     prompts: dict[str, dict] = {}
-    for split in ("test", "train"):
+    for split, kind in (("test", "heldout"), ("train", "trained")):
         for r in read_split(run, split):
             prompts.setdefault(r["messages"][0]["content"], {"question": r["messages"][0]["content"],
-                                                              "answer_key": r["answer_key"]})
+                                                              "answer_key": r["answer_key"], "set": kind})
     for q in controls.control_pools(model_name)["locality"]:
-        prompts.setdefault(q, {"question": q, "answer_key": None})
+        prompts.setdefault(q, {"question": q, "answer_key": None, "set": "locality"})
     return list(prompts.values())[:limit]
 
 
@@ -286,7 +286,7 @@ def export_merged(run: Run, *, force: bool, allow_pickle: bool = False, trust_re
                         batch_size=recipe.generate.batch_size, merged_dir=str(tmp), teacher_forced=forced,
                         max_prompts=PARITY_PROMPTS, sample=min(PARITY_SAMPLE, PARITY_PROMPTS),
                         base=weights.on_16bit_base("base", dtype) if answer_cache else None,
-                        base_max_new_tokens=recipe.generate.max_new_tokens)
+                        budgets=[recipe.generate.budget(p["set"]) for p in prompts])
         done = run_job("hf", "export", {"merge": merge.to_dict(), "parity": job.to_dict()})
         records["merge"] = done["merge"]
         records["parity"] = parity_figures(prompts, done["parity"], dtype, recipe.export.max_recall_drop)

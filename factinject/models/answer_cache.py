@@ -179,18 +179,34 @@ class AnswerCache:
 def cached_generate(cache: AnswerCache | None, prompts: list[str], generate) -> tuple[list[str], list[bool], int]:
     """(answers, finished, how many came from the cache): `generate(missing)` returns
     (answers, finished) for the prompts the cache does not hold; with no cache, for all."""
-    if cache is None:
-        answers, finished = generate(prompts)
-        return list(answers), list(finished), 0
-    found = cache.get(prompts)
-    missing = [p for p in dict.fromkeys(prompts) if p not in found]
+    budget = 0  # one budget: the cache's own key holds it
+    return cached_generate_budgeted(lambda _: cache, prompts, [budget] * len(prompts),
+                                    lambda missing, _: generate(missing))
+
+
+def cached_generate_budgeted(cache_for, prompts: list[str], budgets: list[int],
+                             generate) -> tuple[list[str], list[bool], int]:
+    """cached_generate with an answer budget per prompt (each probe set has its own): the
+    answers of each budget live under that budget's key, `cache_for(budget)` (None: not
+    cached). `generate(missing, their budgets)` is called once, for every missing prompt."""
+    assert len(budgets) == len(prompts), f"{len(budgets)} budgets for {len(prompts)} prompts"
+    wanted = dict.fromkeys(zip(prompts, budgets))
+    found: dict[tuple[str, int], tuple[str, bool]] = {}
+    caches = {b: cache_for(b) for b in dict.fromkeys(budgets)}
+    for b, cache in caches.items():
+        if cache is not None:
+            found.update({(p, b): v for p, v in cache.get([p for p, pb in wanted if pb == b]).items()})
+    missing = [pb for pb in wanted if pb not in found]
     if missing:
-        answers, finished = generate(missing)
-        new = {p: (a, bool(f)) for p, a, f in zip(missing, answers, finished, strict=True)}
-        cache.put(new)
+        answers, finished = generate([p for p, _ in missing], [b for _, b in missing])
+        new = {pb: (a, bool(f)) for pb, a, f in zip(missing, answers, finished, strict=True)}
+        for b, cache in caches.items():
+            if cache is not None:
+                cache.put({p: v for (p, pb), v in new.items() if pb == b})
         found.update(new)
-    hits = len(dict.fromkeys(prompts)) - len(missing)
-    return [found[p][0] for p in prompts], [found[p][1] for p in prompts], hits
+    hits = len(wanted) - len(missing)
+    pairs = list(zip(prompts, budgets))
+    return [found[pb][0] for pb in pairs], [found[pb][1] for pb in pairs], hits
 
 
 def cache_size(root: Path | None = None) -> tuple[int, int]:

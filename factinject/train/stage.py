@@ -154,6 +154,7 @@ def run_training(run: Run, recipe: Recipe, *, backend: str | None = None, resume
     if not resume:
         refuse_retraining(run, force)
     check_device(recipe)
+    check_trackers(recipe)
     engine = training_engine(recipe, backend)
     job = build_job(run, recipe, resume=resume, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
                     chat_template=chat_template, answer_cache=answer_cache)
@@ -164,6 +165,20 @@ def run_training(run: Run, recipe: Recipe, *, backend: str | None = None, resume
     result.seconds = time.perf_counter() - started
     publish_adapter(run, job, result)
     return result
+
+
+TRACKER_MODULES = {"tensorboard": ("tensorboard", "tensorboardX"), "trackio": ("trackio",), "wandb": ("wandb",),
+                   "mlflow": ("mlflow",)}
+
+
+def check_trackers(recipe: Recipe) -> None:
+    """Every tracker the recipe's train.report_to names is installed (before any work)."""
+    import importlib.util
+
+    for name in recipe.train.report_to:
+        if not any(importlib.util.find_spec(m) for m in TRACKER_MODULES[name]):
+            raise FactinjectError(f"the recipe's train.report_to names {name}, which is not installed",
+                                  fix=f"pip install {name}, or take it out of train.report_to")
 
 
 def publish_adapter(run: Run, job: TrainJob, result: TrainResult) -> None:
