@@ -42,10 +42,11 @@ def _duration(seconds: float) -> str:
 
 
 def progress_line(title: str, done: int, total: int, elapsed: float, unit: str = "") -> str:
-    """'<title>: 120/406 (3.2/s, about 1:29 left)'."""
+    """'<title>: 120/406 (3.2/s, about 1:29 left)', or '(12.5 s each, ...)' below one a second."""
     rate = done / elapsed if elapsed > 0 else 0.0
     left = f", about {_duration((total - done) / rate)} left" if rate > 0 and total > done else ""
-    return f"{title}: {done}/{total}{unit} ({rate:.1f}/s{left})"
+    speed = f"{rate:.1f}/s" if rate >= 1 or rate == 0 else f"{1 / rate:.1f} s each"
+    return f"{title}: {done}/{total}{unit} ({speed}{left})"
 
 
 class _LineCounter:

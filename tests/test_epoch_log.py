@@ -61,6 +61,7 @@ def test_off_a_terminal_long_work_prints_where_it_stands(monkeypatch, capsys):
             bar.advance()
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[0].startswith("probe base: 1/4 (") and "/s, about" in lines[0] and "left)" in lines[0], lines
+    assert progress.progress_line("train", 3, 10, 60.0) == "train: 3/10 (20.0 s each, about 2:20 left)"
     assert len(lines) == 4 and lines[-1].startswith("probe base: 4/4 in "), lines  # 3 interval lines, then the end
 
     console = Console(record=True, width=200)  # not a terminal

@@ -18,6 +18,7 @@ Parity, two figures (both in the manifest, the model card and the probe report):
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -27,13 +28,15 @@ from factinject.engines.choice import check_device
 from factinject.engines.process import run_job
 from factinject.engines.records import Load, MergeJob, ModelUnderTest, ParityJob
 from factinject.errors import FactinjectError
+from factinject.export.gguf_out import check_writable, gguf_file_name, modelfile, write_gguf
 from factinject.models.base import ModelRef, load_tokenizer, template_sha256
 from factinject.models.checkpoint import (  # reads headers only, no torch
     FLOAT_DTYPES,
     Checkpoint,
     nbytes,
 )
-from factinject.models.targets import base_weights
+from factinject.models.targets import base_weights, check_merged_is_current
+from factinject.progress import counter
 from factinject.rundir.files import Run, atomic_dir, read_split, sha256_file
 from factinject.rundir.guard import DISK_FULL, disk_full, gigabytes
 from factinject.rundir.owned import check_export_target, write_export_marker
@@ -316,3 +319,39 @@ def merged_size(source, dtype: str) -> int | None:
     checkpoint = Checkpoint(Path(source.path))
     return sum(nbytes(shape, dtype if src in FLOAT_DTYPES else src)
                for shape, src in map(checkpoint.output_meta, checkpoint.output_keys()))
+
+
+def export_gguf(run: Run, qtype: str, *, force: bool, out: Path | None = None) -> dict:
+    """The run's merged export as one GGUF file of `qtype` and an Ollama Modelfile, in a
+    folder of their own (<run>/gguf-<type>/, or --out), written whole or not at all."""
+    record = ensure_trained(run)
+    merged = record.merged_export()
+    if merged is None or not Path(merged.path).exists():
+        raise FactinjectError("this run has no merged export to write as GGUF", where=run.path,
+                              fix=f"run `factinject export --merged --gguf {qtype}` (the merge, then the GGUF)")
+    merged_dir = Path(merged.path)
+    check_merged_is_current(run, record, merged_dir)
+    check_writable(merged_dir, qtype)
+    target = Path(out) if out is not None else run.path / f"gguf-{qtype}"
+    refuse_overwrite(run, record, target, force)
+    name = gguf_file_name(qtype)
+    written: dict = {"type": qtype, "path": str(target), "file": name, "adapter_files": record.train.adapter_files}
+
+    def fill(tmp: Path) -> None:
+        started = time.perf_counter()
+        tokenizer = load_tokenizer(ModelRef("merged", str(merged_dir), True))
+        plan_size = len(Checkpoint(merged_dir).output_keys())
+        with counter(f"[bold]gguf[/] {qtype} tensors", plan_size) as bar:
+            result = write_gguf(merged_dir, tmp / name, qtype, name=record.name or "factinject", progress=bar.advance)
+        (tmp / "Modelfile").write_text(modelfile(name, tokenizer), encoding="utf-8")
+        written.update(bytes=result["bytes"], architecture=result["architecture"],
+                       seconds=round(time.perf_counter() - started, 2))
+
+    def section(files: dict[str, str]) -> ExportRecord:
+        written["files"] = files
+        exported = record.export or ExportRecord()
+        return replace(exported, gguf={**(exported.gguf or {}), qtype: written})
+
+    need = sum(f.stat().st_size for f in merged_dir.glob("*.safetensors"))
+    write_export(run, record, f"gguf-{qtype}", target, need, fill, section)
+    return {"gguf": written}

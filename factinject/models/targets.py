@@ -8,14 +8,18 @@ or the 16-bit weights named in `model.merge_base`), so both build that model her
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from factinject.engines.records import ModelUnderTest
+from factinject.errors import FactinjectError
 from factinject.models.base import (
     ModelRef,
     is_prequantized,
     resolve_base,
     resolve_model,
 )
+from factinject.models.checkpoint import check_weights_folder
+from factinject.rundir.owned import read_export_marker
 
 
 @dataclass(frozen=True)
@@ -36,3 +40,16 @@ def base_weights(recipe) -> BaseWeights:
     trained = resolve_base(recipe.model)
     source = resolve_model(recipe.model.merge_base) if recipe.model.merge_base else trained
     return BaseWeights(trained, source, is_prequantized(source.path, source.local))
+
+
+def check_merged_is_current(run, record, merged_dir: Path) -> None:
+    """Never probe (or write as GGUF) a merge unless it was made from the adapter in the run (the
+    export's own marker says from which, else the run's record of it), and its weights
+    files are whole (headers and sizes: a second, not minutes into a probe)."""
+    marker = read_export_marker(merged_dir)
+    made_from = marker["adapter_files"] if marker else record.merged_export().adapter_files
+    reexport = f"re-export it with `factinject export --run {run.path} --merged --force`, then probe again"
+    if made_from != record.train.adapter_files:
+        raise FactinjectError("the merged export was made from an earlier adapter than the one in the run (stale)",
+                              where=merged_dir, fix=reexport)
+    check_weights_folder(merged_dir, fix=reexport)

@@ -28,8 +28,7 @@ from factinject.models.base import (
     read_config,
     template_sha256,
 )
-from factinject.models.checkpoint import check_weights_folder
-from factinject.models.targets import base_weights
+from factinject.models.targets import base_weights, check_merged_is_current
 from factinject.probe.exam import Exam, match_fact
 from factinject.probe.metrics import compute_metrics, missed_bounds, parse_bounds
 from factinject.probe.report import render_html, render_markdown
@@ -45,7 +44,6 @@ from factinject.probe.sets import (
 from factinject.recipe import PROBE_SETS, load_recipe
 from factinject.redact import redact
 from factinject.rundir.files import Run, atomic_dir, read_split, write_text_atomic
-from factinject.rundir.owned import read_export_marker
 from factinject.rundir.record import ProbeRecord, RunRecord
 from factinject.scoring import share
 from factinject.testbed import load_heldout
@@ -148,19 +146,6 @@ def check_exam_fits(exams: Sequence[Exam], target, chat_template: str | None, ma
                 f"the question is {n:,} tokens long with its chat template; with the {max_new_tokens} tokens its "
                 f"answer may take, it does not fit the model's context of {context:,} tokens", where=q.path, line=q.line,
                 fix=f"shorten the question to well under {room:,} tokens (an exam question is asked, not a document)")
-
-
-def check_merged_is_current(run: Run, record: RunRecord, merged_dir: Path) -> None:
-    """Never probe a merge as "after" unless it was made from the adapter in the run (the
-    export's own marker says from which, else the run's record of it), and its weights
-    files are whole (headers and sizes: a second, not minutes into a probe)."""
-    marker = read_export_marker(merged_dir)
-    made_from = marker["adapter_files"] if marker else record.merged_export().adapter_files
-    reexport = f"re-export it with `factinject export --run {run.path} --merged --force`, then probe again"
-    if made_from != record.train.adapter_files:
-        raise FactinjectError("the merged export was made from an earlier adapter than the one in the run (stale)",
-                              where=merged_dir, fix=reexport)
-    check_weights_folder(merged_dir, fix=reexport)
 
 
 def probe_targets(run: Run, recipe, record: RunRecord) -> tuple:

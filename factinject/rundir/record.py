@@ -106,8 +106,10 @@ class MergedExport(Section):
 @dataclass(kw_only=True)
 class ExportRecord(Section):
     name: ClassVar[str] = "export"
+    optional: ClassVar[tuple[str, ...]] = ("gguf",)
     adapter: dict | None = None  # path, files: the adapter exported as a folder
     merged: MergedExport | None = None
+    gguf: dict | None = None  # per GGUF type: path, files, the adapter it came from, bytes, seconds
 
     @classmethod
     def from_dict(cls, data: dict, where: Path | None = None):
@@ -122,6 +124,8 @@ class ExportRecord(Section):
             out["adapter"] = self.adapter
         if self.merged is not None:
             out["merged"] = self.merged.to_dict()
+        if self.gguf is not None:
+            out["gguf"] = self.gguf
         return {**out, **self.extra}
 
 
@@ -180,6 +184,9 @@ class RunRecord:
             found.append(f"the merged export in {self.export.merged.path}")
         if self.export and self.export.adapter and self.export.adapter.get("adapter_files") != current:
             found.append(f"the adapter export in {self.export.adapter['path']}")
+        for qtype, g in sorted(((self.export.gguf or {}) if self.export else {}).items()):
+            if g.get("adapter_files") != current:
+                found.append(f"the GGUF export ({qtype}) in {g['path']}")
         if self.probe and self.probe.tuned and self.probe.adapter_files != current:
             found.append(f"the probe report ({self.probe.report})")
         return found
