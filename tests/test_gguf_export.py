@@ -60,6 +60,7 @@ def test_the_gguf_reads_back_with_its_architecture_tokenizer_and_chat_template(e
         assert len(field("tokenizer.ggml.tokens")) == len(tokenizer.get_vocab())
         assert field("tokenizer.ggml.eos_token_id") == tokenizer.eos_token_id
         assert field("tokenizer.ggml.merges"), "byte-level BPE needs its merges"
+        assert field("tokenizer.ggml.add_bos_token") is True, "the testbed's template starts with its BOS"
         names = {t.name: t for t in reader.tensors}
         assert "output.weight" not in names, "tied embeddings: llama.cpp reads token_embd"
         assert all(t.tensor_type.name == "F32" for t in reader.tensors if len(t.shape) == 1)
@@ -98,8 +99,8 @@ def test_a_second_export_is_refused_without_force_and_changes_nothing(exported):
     run, _ = exported
     folder = run / "gguf-f16"
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    refused = invoke(run.parent.parent, "export", "--gguf", "f16", code=1)
-    assert "--force" in refused.output
+    refused = invoke(run.parent.parent, "export", "--gguf", "f16", code=2)
+    assert "an export already exists here" in refused.output and "--force" in refused.output
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert not [p for p in run.iterdir() if p.name.startswith(".gguf-f16")], "no temporary folder left"
 

@@ -287,6 +287,12 @@ def write_gguf(merged: Path, target: Path, qtype: str, *, name: str, progress=No
         writer.add_token_list(tokens)
         writer.add_token_types(types)
         special = gguf.SpecialVocab(merged, load_merges=True, n_vocab=len(tokens))
+        if "bos" not in special.add_special_token and tokenizer.bos_token:
+            # llama.cpp adds the BOS itself when told to (the Modelfile's TEMPLATE leaves it out):
+            # told to exactly when the chat template starts with it
+            rendered = tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False,
+                                                     add_generation_prompt=True)
+            special.add_special_token["bos"] = rendered.startswith(tokenizer.bos_token)
         special.add_to_gguf(writer)
         if tokenizer.chat_template and not special.chat_template:
             writer.add_chat_template(tokenizer.chat_template)
