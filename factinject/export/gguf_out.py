@@ -29,6 +29,7 @@ from pathlib import Path
 from factinject.errors import FactinjectError
 from factinject.models.chat import end_of_turn_ids
 from factinject.models.checkpoint import Checkpoint
+from factinject.rundir.files import user_mode
 
 GGUF_TYPES = ("f16", "bf16", "q8_0", "q4_0")  # what `export --gguf` writes
 INSTALL_FIX = 'pip install -e ".[gguf]" (the gguf package writes the file)'
@@ -235,9 +236,9 @@ def _tensor_plan(checkpoint, family: Family, config: dict, qtype: str):
     if unknown:
         raise FactinjectError(f"GGUF export has no llama.cpp name for tensors {', '.join(unknown[:3])}",
                               fix="export --merged and convert with llama.cpp's convert_hf_to_gguf.py")
-    if family.arch == "llama" and llama3_rope_factors(config) is not None:
-        plan.append(("rope_freqs.weight", None, gguf.GGMLQuantizationType.F32,
-                     [len(llama3_rope_factors(config))]))
+    factors = llama3_rope_factors(config) if family.arch == "llama" else None
+    if factors is not None:
+        plan.append(("rope_freqs.weight", None, gguf.GGMLQuantizationType.F32, [len(factors)]))
     return plan
 
 
@@ -317,19 +318,13 @@ def write_gguf(merged: Path, target: Path, qtype: str, *, name: str, progress=No
         writer.close()
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        user_mode(tmp, folder=False)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return {"path": str(target), "type": qtype, "architecture": family.arch, "tensors": len(plan),
             "bytes": target.stat().st_size}
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 # --- Ollama ----------------------------------------------------------------------------
