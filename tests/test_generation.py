@@ -82,6 +82,52 @@ def test_the_loss_over_labelled_positions_is_the_full_loss(overhead, monkeypatch
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(full_grads, our_grads))
 
 
+def test_cpu_autocast_runs_the_products_in_bfloat16_and_keeps_the_adapter_float32():
+    """train.cpu_autocast: the CPU trainer's step multiplies in bfloat16 (a LoRA layer's
+    output is bfloat16), the loss and the adapter's gradients stay float32 and close to
+    the float32 step's; off, every product is float32."""
+    from peft import LoraConfig, get_peft_model
+
+    from factinject.backends.sft import cpu_trainer_class
+
+    ids, _ = left_padded([20] * 4)
+    mask = torch.ones_like(ids)
+    labels = ids.clone()
+    labels[:, :8] = -100
+    results = {}
+    for dtype in (None, torch.bfloat16):
+        model = get_peft_model(tiny_llama("sdpa"), LoraConfig(r=4, target_modules=["q_proj", "down_proj"],
+                                                              init_lora_weights=False))
+        seen = []
+        layer = model.base_model.model.model.layers[0].self_attn.q_proj
+        layer.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+        trainer = cpu_trainer_class(dtype)
+        loss = trainer.compute_loss(None, model, {"input_ids": ids, "attention_mask": mask, "labels": labels})
+        loss.backward()
+        grads = [p.grad for p in model.parameters() if p.requires_grad]
+        assert loss.dtype == torch.float32 and all(g.dtype == torch.float32 for g in grads)
+        assert seen == [dtype or torch.float32], seen
+        results[dtype] = (loss.detach(), grads)
+    (exact, exact_grads), (mixed, mixed_grads) = results[None], results[torch.bfloat16]
+    assert not torch.equal(exact, mixed), "bfloat16 products round differently"
+    assert torch.allclose(exact, mixed, rtol=2e-2), (exact, mixed)
+    cosine = torch.nn.functional.cosine_similarity(torch.cat([g.flatten() for g in exact_grads]),
+                                                   torch.cat([g.flatten() for g in mixed_grads]), dim=0)
+    assert cosine > 0.99, cosine
+
+
+def test_cpu_autocast_auto_takes_bfloat16_only_where_the_cpu_has_it():
+    from factinject.backends.loading import cpu_autocast_dtype
+
+    native = {"avx2", "avx512f", "avx512_bf16"}
+    assert cpu_autocast_dtype("auto", False, native) is torch.bfloat16
+    assert cpu_autocast_dtype("auto", False, {"avx2", "amx_bf16"}) is torch.bfloat16
+    assert cpu_autocast_dtype("auto", False, {"avx2", "avx512f"}) is None  # emulated: slower than float32
+    assert cpu_autocast_dtype("auto", True, native) is None  # a 4-bit base computes in bitsandbytes' dtype
+    assert cpu_autocast_dtype("off", False, native) is None
+    assert cpu_autocast_dtype("bfloat16", False, set()) is torch.bfloat16  # asked for: taken as said
+
+
 def test_refilled_batches_answer_as_plain_batched_generation():
     """The testbed (plain path in its own right) with many prompts of many lengths in
     small batches, so rows leave and join many times."""

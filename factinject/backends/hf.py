@@ -39,7 +39,7 @@ from factinject.recipe import Recipe
 def train(data: dict) -> dict:
     import torch
 
-    from factinject.backends.loading import load_model, torch_dtype
+    from factinject.backends.loading import cpu_autocast_dtype, load_model, torch_dtype
     from factinject.backends.sft import run_sft
     from factinject.models.base import ModelRef, model_identity
 
@@ -60,10 +60,12 @@ def train(data: dict) -> dict:
         # gradient checkpointing (the activations of a 7-8B model would not fit 24 GB).
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=device == "cuda")
     identity = model_identity(ModelRef(job.model_name, job.model_path, job.model_local), tokenizer)
-    # Mixed precision on a GPU as the recipe says; on a CPU the model trains in the dtype it was loaded in.
+    # Mixed precision on a GPU as the recipe says; on a CPU the weights stay in the dtype
+    # they were loaded in, the step's products in bfloat16 where train.cpu_autocast says.
     compute = torch_dtype(recipe.model.dtype, device) if device == "cuda" else torch.float32
+    autocast = cpu_autocast_dtype(recipe.train.cpu_autocast, recipe.model.load_in_4bit) if device == "cpu" else None
     result = run_sft(job, model, tokenizer, engine="hf", base_identity=identity, use_cpu=device == "cpu",
-                     bf16=compute == torch.bfloat16, fp16=compute == torch.float16)
+                     bf16=compute == torch.bfloat16, fp16=compute == torch.float16, cpu_autocast=autocast)
     return asdict(result)
 
 
@@ -210,7 +212,7 @@ def parity(data: dict) -> dict:
     answer where greedy decoding went apart, where and by how small a margin."""
     import torch
 
-    from factinject.backends.hf_generate import teacher_forced
+    from factinject.backends.hf_generate import teacher_forced_in_order
     from factinject.backends.loading import load_model, release, resolve_device
 
     job = ParityJob.from_dict(data)
@@ -233,7 +235,7 @@ def parity(data: dict) -> dict:
         if i < 2:
             if i == 0:
                 first_sequences = sequences  # the first model's own tokens, forced through both
-            forced = teacher_forced(model, first_sequences)
+            forced = teacher_forced_in_order(model, first_sequences, AGREEMENT_BATCH)
             if i == 0:
                 first_top = [(*torch.topk(logits, min(TOP_K, logits.shape[-1]), dim=-1), targets)
                              for logits, targets in forced]
@@ -261,7 +263,7 @@ def forced_parity(job: ParityJob) -> dict:
     `questions` (the prompts compared, in order) and `method` (how many of each)."""
     import torch
 
-    from factinject.backends.hf_generate import stop_ids, teacher_forced
+    from factinject.backends.hf_generate import stop_ids, teacher_forced_in_order
     from factinject.backends.loading import base_answer_cache, load_model, release, resolve_device
     from factinject.models.chat import encode_for_training
 
@@ -295,7 +297,7 @@ def forced_parity(job: ParityJob) -> dict:
         sequences.append((ids[:split], answer[:end]))
     answers[first.label] = generated + [stored[q][0] for q in cached]
     with counter(f"[bold]parity[/] {first.label}, teacher-forced", len(sequences)) as bar:
-        forced = teacher_forced(model, sequences)
+        forced = teacher_forced_in_order(model, sequences, AGREEMENT_BATCH)
         bar.advance(len(sequences))
     first_top = [(*torch.topk(logits, min(TOP_K, logits.shape[-1]), dim=-1), targets) for logits, targets in forced]
     comparison["logit_scale"] = max((v.abs().max().item() for v, _, _ in first_top if v.numel()), default=0.0)
@@ -306,7 +308,7 @@ def forced_parity(job: ParityJob) -> dict:
     model, tokenizer, device = load_model(second, job.load)
     compute[second.label] = str(model.dtype).removeprefix("torch.")
     with counter(f"[bold]parity[/] {second.label}, teacher-forced", len(sequences)) as bar:
-        forced = teacher_forced(model, sequences)
+        forced = teacher_forced_in_order(model, sequences, AGREEMENT_BATCH)
         bar.advance(len(sequences))
     comparison.update(_compare(first_top, forced, against_first_choice=True))
     parted = sorted({d["index"] for d in comparison["divergences"]} | set(range(len(sample))))

@@ -272,6 +272,16 @@ def teacher_forced_batched(model, sequences: list[tuple[list[int], list[int]]], 
                 yield i, out.float().cpu(), list(answer)
 
 
+def teacher_forced_in_order(model, sequences: list[tuple[list[int], list[int]]], batch_size: int = 8) -> list:
+    """teacher_forced's list (same order, same logits up to float rounding), computed in
+    batches with the LM head at answer positions only: the export's parity check reads
+    160 answers this way with each model."""
+    out: list = [None] * len(sequences)
+    for i, logits, answer in teacher_forced_batched(model, sequences, batch_size):
+        out[i] = (logits, answer)
+    return out
+
+
 def labelled_positions_only(model) -> bool:
     """Whether answer_loss computes this model's loss exactly: a decoder and an LM head
     with no logit soft-capping (Gemma-2 caps its logits) and no output scaling."""

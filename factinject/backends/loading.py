@@ -9,6 +9,8 @@ on the CPU as well, so the 4-bit path is the same everywhere.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from factinject.engines.records import Load, ModelUnderTest
 from factinject.errors import FactinjectError
 from factinject.models.base import (
@@ -42,6 +44,32 @@ def torch_dtype(name: str, device: str):
     if device == "cpu":
         return torch.float32
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def cpu_autocast_dtype(setting: str, load_in_4bit: bool, cpu_flags: set[str] | None = None):
+    """The dtype a CPU training step's matrix products run in (torch.autocast), or None
+    for float32 throughout. `auto` takes bfloat16 only where the CPU multiplies it natively
+    (AVX512-BF16 or AMX: on SmolLM2 a LoRA step is then about 1.6x faster, docs/benchmarks.md);
+    elsewhere bfloat16 is emulated and slower than float32. A 4-bit base computes in the
+    dtype bitsandbytes was given, so autocast is left off there."""
+    import torch
+
+    if setting == "off" or (setting == "auto" and load_in_4bit):
+        return None
+    if setting == "bfloat16":
+        return torch.bfloat16
+    flags = cpu_flags if cpu_flags is not None else _cpu_flags()
+    return torch.bfloat16 if flags & {"avx512_bf16", "amx_bf16"} else None
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux lists them (empty elsewhere: autocast stays off)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
 
 
 def nf4_config(compute_dtype):

@@ -61,23 +61,30 @@ def sft_config(job: TrainJob, *, use_cpu: bool, bf16: bool = False, fp16: bool =
     )
 
 
-def cpu_trainer_class():
+def cpu_trainer_class(autocast_dtype=None):
     """TRL 1.15's SFTTrainer computes its loss through a Triton-only fused LM head,
     which has no CPU path (and unsloth pins trl<=1.15). On the CPU the loss is computed
     here: the same response-only cross-entropy (every token outside the answer is -100),
     with the LM head applied only where a label is. A real vocabulary makes the head the
     largest layer (SmolLM2: 49,152 x 576 at every position, prompt and padding included),
-    and most positions carry no label (bench/smollm2.py)."""
+    and most positions carry no label (bench/smollm2.py).
+
+    With `autocast_dtype` (recipe train.cpu_autocast) the step's matrix products run in
+    that dtype under torch.autocast, here and not through the Trainer's bf16 flag: that
+    flag would wrap the model's forward for good, and the per-epoch evaluation, which
+    must answer as the float32 probe does, would run in bfloat16 too."""
+    import torch
     from transformers import Trainer
     from trl import SFTTrainer
 
     class CpuSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inputs["use_cache"] = False
-            if return_outputs or not labelled_positions_only(model):
-                return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
-                                            num_items_in_batch=num_items_in_batch)
-            return answer_loss(model, inputs, num_items_in_batch)
+            with torch.autocast("cpu", dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+                if return_outputs or not labelled_positions_only(model):
+                    return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
+                                                num_items_in_batch=num_items_in_batch)
+                return answer_loss(model, inputs, num_items_in_batch)
 
     return CpuSFTTrainer
 
@@ -184,9 +191,10 @@ def checkpoint_epoch(checkpoint) -> int | None:
 
 def run_sft(job: TrainJob, model, tokenizer, *, engine: str, base_identity: dict, use_cpu: bool, bf16: bool = False,
             fp16: bool = False, to_inference=None, to_training=None, peft_transform=None,
-            trainer_class=None) -> TrainResult:
+            trainer_class=None, cpu_autocast=None) -> TrainResult:
     """The part both engines share: replay answers, dataset, trainer, per-epoch selection.
-    `trainer_class`: the engine's own trainer; by default ours on a CPU, TRL's on a GPU."""
+    `trainer_class`: the engine's own trainer; by default ours on a CPU, TRL's on a GPU.
+    `cpu_autocast`: the dtype of a CPU step's matrix products (ours only), None: float32."""
     from datasets import Dataset
     from transformers import PrinterCallback
     from trl import SFTTrainer
@@ -222,7 +230,7 @@ def run_sft(job: TrainJob, model, tokenizer, *, engine: str, base_identity: dict
     progress = TrainProgress(max_epochs)
     callback = EpochCallback(job, tokenizer, reference.drift, curve, progress, to_inference, to_training)
     args = sft_config(job, use_cpu=use_cpu, bf16=bf16, fp16=fp16)
-    trainer_cls = trainer_class or (cpu_trainer_class() if use_cpu else SFTTrainer)
+    trainer_cls = trainer_class or (cpu_trainer_class(cpu_autocast) if use_cpu else SFTTrainer)
     trainer = trainer_cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                           callbacks=[callback])
     trainer.remove_callback(PrinterCallback)  # the progress bar replaces per-step log dicts
@@ -240,5 +248,11 @@ def run_sft(job: TrainJob, model, tokenizer, *, engine: str, base_identity: dict
     counts = {"replay": len(rows) - len(job.fact_rows) - len(contrast), "contrast": len(contrast),
               "unfinished_left_out": reference.unfinished, "base_answers_cached": reference.cached,
               "tokens_per_epoch": sum(len(row["input_ids"]) for row in dataset)}
+    if use_cpu and trainer_class is None and cpu_autocast is not None:
+        compute = f"{str(model.dtype).removeprefix('torch.')} weights, {str(cpu_autocast).removeprefix('torch.')} autocast"
+    else:
+        compute = "bfloat16 mixed precision" if bf16 else "float16 mixed precision" if fp16 else str(
+            model.dtype).removeprefix("torch.")
     return TrainResult(curve=callback.curve, best_epoch=decision.best_epoch, reason=decision.reason, backend=engine,
-                       seconds=0.0, base_identity=base_identity, replay_rows=counts["replay"], row_counts=counts)
+                       seconds=0.0, base_identity=base_identity, replay_rows=counts["replay"], row_counts=counts,
+                       compute=compute)

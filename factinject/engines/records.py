@@ -219,6 +219,7 @@ class TrainResult:
     base_identity: dict
     replay_rows: int = 0
     row_counts: dict = field(default_factory=dict)  # replay, contrast, unfinished_left_out
+    compute: str | None = None  # the training step's arithmetic, e.g. "float32 weights, bfloat16 autocast"
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainResult":

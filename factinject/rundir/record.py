@@ -65,6 +65,7 @@ class ExpandRecord(Section):
 @dataclass(kw_only=True)
 class TrainRecord(Section):
     name: ClassVar[str] = "train"
+    optional: ClassVar[tuple[str, ...]] = ("compute",)
     backend: str
     recipe: dict  # the resolved recipe it was trained with
     base_model: dict  # name, path, chat_template_sha256, eos_token, weights fingerprint
@@ -76,6 +77,7 @@ class TrainRecord(Section):
     seconds: float = None
     seed: int = None
     versions: dict = field(default_factory=dict)
+    compute: str | None = None  # the training step's arithmetic (TrainResult.compute)
 
     def trained_recipe(self):
         """The recipe as trained (a `factinject.recipe.Recipe`)."""

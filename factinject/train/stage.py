@@ -204,6 +204,7 @@ def publish_adapter(run: Run, job: TrainJob, result: TrainResult) -> None:
         seconds=round(result.seconds, 2),
         seed=job.recipe["train"]["seed"],
         versions=package_versions(),
+        compute=result.compute,
     )
     with atomic_dir(target, then=lambda: run.write_section(record)) as tmp:  # the adapter and its record together
         for item in best.iterdir():
