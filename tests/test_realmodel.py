@@ -74,5 +74,18 @@ def test_smollm2_learns_three_facts_and_keeps_what_it_knew(workdir, monkeypatch)
     print(f"locality: {after['locality_unchanged']['count']}/96 answers unchanged; teacher-forced "
           f"{forced['share']:.3f} of {forced['n']} tokens kept, KL {forced['kl_per_token']} nats/token")
 
+    # The file a user runs in Ollama: written as q8_0 GGUF, checked in a real llama.cpp by the
+    # export, then the before/after report made on it in llama.cpp.
+    pytest.importorskip("xllamacpp")
+    invoke("export", "--gguf", "q8_0")
+    checked = json.loads((run / "manifest.json").read_text())["export"]["gguf"]["q8_0"]["parity"]
+    assert checked["verdicts"]["share"] >= 0.95, checked
+    invoke("probe", "--backend", "llamacpp")
+    in_gguf = json.loads((run / "reports" / "report.json").read_text())
+    assert in_gguf["model"]["tuned"] == "gguf" and in_gguf["engines"]["gguf"] == "llamacpp"
+    assert in_gguf["before"]["recall_trained"]["share"] <= 0.1
+    for metric in ("recall_trained", "recall_heldout"):  # the injected facts come back through llama.cpp
+        assert in_gguf["after"][metric]["share"] >= after[metric]["share"] - 0.1, (metric, in_gguf["after"][metric])
+
 
 EPOCHS = 3

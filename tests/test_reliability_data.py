@@ -39,6 +39,20 @@ def test_manifest_from_another_version(trained, tmp_path, command):
     assert snapshot(run) == before
 
 
+@pytest.mark.parametrize("command", ["export", "probe"])
+def test_manifest_with_a_value_of_the_wrong_type(trained, tmp_path, command):
+    """A hand-edited manifest: the epoch written as a string is refused, naming the key."""
+    run = copy_run(trained.run, tmp_path / "r")
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["train"]["best_epoch"] = str(manifest["train"]["best_epoch"])
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    before = snapshot(run)
+    result = invoke(command, "--run", run, *(["--merged", "--force"] if command == "export" else []))
+    expect_error(result, what="the manifest's 'train' section has a bad best_epoch", where=run / "manifest.json",
+                 fix="restore the file")
+    assert snapshot(run) == before
+
+
 def test_manifest_that_is_not_json(expanded):
     (expanded / "manifest.json").write_text('{"manifest_version": 1,')
     expect_error(invoke("train", "--run", expanded), what="manifest is not valid JSON",

@@ -130,3 +130,40 @@ def test_a_section_missing_what_a_stage_reads_is_a_clear_error(tmp_path):
     assert "factinject train" in err.value.fix
     with pytest.raises(FactinjectError, match="is not an object"):
         TrainRecord.from_dict(["not", "a", "section"])
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("train", "best_epoch", "2", "section has a bad best_epoch: input should be a valid integer, found '2'"),
+    ("train", "seconds", "fast", "section has a bad seconds: input should be a valid number"),
+    ("expand", "files", ["a"], "'expand' section has a bad files: input should be a valid dictionary"),
+    ("export", "merged", {**MANIFEST["export"]["merged"], "dtype": 16}, "'export' section has a bad dtype"),
+], ids=["string-epoch", "string-seconds", "list-for-dict", "nested"])
+def test_a_section_with_a_wrong_type_is_a_clear_error(tmp_path, section, key, value, message):
+    broken = {**MANIFEST, section: {**MANIFEST[section], key: value}}
+    with pytest.raises(FactinjectError, match=message) as err:
+        RunRecord.from_dict(broken, tmp_path / "manifest.json")
+    assert err.value.where == str(tmp_path / "manifest.json") and "restore the file" in err.value.fix
+
+
+def test_engine_jobs_cross_the_process_boundary_checked():
+    """Jobs go to the engine process as JSON and come back typed: nested records rebuilt,
+    a wrong type named by its field, the records' own checks kept."""
+    from pydantic import ValidationError
+
+    from factinject.engines.records import EpochRecord, GenerateJob, Load, ModelUnderTest, ParityJob
+
+    target = ModelUnderTest("base", "m", adapter="a", dtype="float32")
+    job = ParityJob([target, ModelUnderTest("merged", "x")], ["q1", "q2"], 32, load=Load(device="cpu"),
+                    budgets=[8, 16], base=target)
+    again = ParityJob.from_dict(json.loads(json.dumps(job.to_dict())))
+    assert again == job and isinstance(again.targets[0], ModelUnderTest) and isinstance(again.load, Load)
+    generate = GenerateJob(target, ["q"], 16)
+    assert GenerateJob.from_dict(generate.to_dict()) == generate
+    with pytest.raises(ValidationError, match="max_new_tokens"):
+        GenerateJob.from_dict({**generate.to_dict(), "max_new_tokens": "many"})
+    with pytest.raises(ValidationError, match="target.path"):
+        GenerateJob.from_dict({**generate.to_dict(), "target": {"label": "base"}})
+    with pytest.raises(ValidationError, match="one budget per question"):
+        GenerateJob.from_dict({**generate.to_dict(), "budgets": [1, 2]})
+    epoch = EpochRecord(1, 0.5, 0.9, 9, 10, 0.0, 0, 4, 12.0)
+    assert EpochRecord.from_dict(json.loads(json.dumps(epoch.to_dict()))) == epoch

@@ -93,7 +93,7 @@ def load_curve(job: TrainJob, upto_epoch: int | None) -> list[EpochRecord]:
     path = job.state_dir / "curve.json"
     if not path.exists() or upto_epoch is None:
         return []
-    return [EpochRecord(**r) for r in json.loads(path.read_text()) if r["epoch"] <= upto_epoch]
+    return [EpochRecord.from_dict(r) for r in json.loads(path.read_text()) if r["epoch"] <= upto_epoch]
 
 
 class EpochCallback(TrainerCallback):

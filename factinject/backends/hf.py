@@ -43,7 +43,7 @@ def train(data: dict) -> dict:
     from factinject.backends.sft import run_sft
     from factinject.models.base import ModelRef, model_identity
 
-    job = TrainJob(**data)
+    job = TrainJob.from_dict(data)
     recipe = Recipe.model_validate(job.recipe)
     torch.manual_seed(recipe.train.seed)
     target = ModelUnderTest("base", job.model_path, local=job.model_local, load_in_4bit=recipe.model.load_in_4bit,

@@ -40,7 +40,7 @@ def train(data: dict) -> dict:
     )
 
     quiet_libraries()
-    job = TrainJob(**data)
+    job = TrainJob.from_dict(data)
     recipe = Recipe.model_validate(job.recipe)
     ref = ModelRef(job.model_name, job.model_path, local=Path(job.model_path).exists())
     check_local_weights(ref, allow_pickle=job.allow_pickle)

@@ -9,6 +9,7 @@ import click
 # What lives in the cache folder (models.cache_home), by what `info` calls it.
 PARTS = {"answers": "base-model answers, kept across runs",
          "gguf": "GGUF bases converted to model folders",
+         "llamacpp": "bases written as GGUF for the llamacpp probe engine",
          "fixtures": "tiny test models of each family"}
 
 
@@ -47,7 +48,7 @@ def info() -> None:
 
 
 @cache.command()
-@click.option("--all", "everything", is_flag=True, help="Also remove converted GGUF bases and the test fixtures.")
+@click.option("--all", "everything", is_flag=True, help="Also remove converted GGUF bases, bases written as GGUF and the test fixtures.")
 def clear(everything: bool) -> None:
     """Remove the stored base-model answers (and with --all everything else in the cache).
 

@@ -7,12 +7,13 @@ from pathlib import Path
 import click
 
 from factinject.commands.common import answer_cache_option
+from factinject.models.gguf_out import GGUF_TYPES
 
 
 @click.command()
 @click.option("--run", "run_path", type=click.Path(path_type=Path), help="Run directory (default: the last expanded run).")
 @click.option("--merged", is_flag=True, help="Merge the adapter into the base weights (<run>/merged/).")
-@click.option("--gguf", "gguf_type", type=click.Choice(["f16", "bf16", "q8_0", "q4_0"]),
+@click.option("--gguf", "gguf_type", type=click.Choice(GGUF_TYPES),
               help="Also (or, with a merged export already there, only) write the merged model as one GGUF file "
                    "with an Ollama Modelfile (<run>/gguf-<type>/), for llama.cpp, Ollama and LM Studio.")
 @click.option("--out", type=click.Path(path_type=Path),
@@ -62,6 +63,14 @@ def export(run_path, merged, gguf_type, out, force, allow_pickle, trust_remote_c
             click.echo(f"GGUF ({gguf_type}, {written['architecture']}, {written['bytes'] / 1e6:.1f} MB) in "
                        f"{written['path']}: run it with `ollama create <name> -f {written['path']}/Modelfile` "
                        f"or llama.cpp's `llama-cli -m {written['path']}/{written['file']}`")
+            if written.get("parity"):
+                checked = written["parity"]
+                click.echo(f"checked in llama.cpp: {checked['identical']}/{checked['n']} answers identical to the "
+                           f"merged model's, the same verdict on {checked['verdicts']['count']}/"
+                           f"{checked['verdicts']['n']} fact questions (recall {checked['recall_merged']['count']} "
+                           f"-> {checked['recall_gguf']['count']})")
+            else:
+                click.echo('not checked in llama.cpp: pip install -e ".[gguf]" to have every GGUF export checked')
 
 
 def parity_summary(parity: dict) -> str:

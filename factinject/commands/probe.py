@@ -8,12 +8,16 @@ import click
 
 from factinject.commands.common import answer_cache_option
 from factinject.engines import GENERATE, choices
+from factinject.models.gguf_out import GGUF_TYPES
 
 
 @click.command()
 @click.option("--run", "run_path", type=click.Path(path_type=Path), help="Run directory (default: the last expanded run).")
 @click.option("--backend", type=click.Choice(choices(GENERATE)), default="auto", show_default=True,
-              help="auto picks vllm when it is importable and a GPU is present.")
+              help="auto picks vllm when it is importable and a GPU is present; llamacpp answers the run's GGUF "
+                   "export (and the base written as GGUF of the same type) with a real llama.cpp.")
+@click.option("--gguf", "gguf_type", type=click.Choice(GGUF_TYPES),
+              help="With --backend llamacpp: which GGUF export to probe (default: the run's only one).")
 @click.option("--questions", "exam", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Your own exam: JSONL rows with question and answer_key (or expected), optional fact_id and "
                    "aliases. Default: <sheet>.exam.jsonl next to each of the run's sheets, if there is one.")
@@ -29,12 +33,14 @@ from factinject.engines import GENERATE, choices
               help="Also answer every model with this engine; the report lists where the two disagree.")
 @answer_cache_option
 def probe(run_path, backend, exam, fail_under, world_limit, recipe_path, allow_pickle, trust_remote_code,
-          chat_template, compare_with, no_answer_cache) -> None:
+          chat_template, compare_with, no_answer_cache, gguf_type) -> None:
     """Probe the base model (before) and the tuned model (after) on the same prompts.
 
     Writes reports/report.json, report.md and report.html in the run. After
     `export --merged`, "after" is the merged model and parity compares it with the
-    adapter. Exits with status 1 when a --fail-under bound is missed.
+    adapter. With --backend llamacpp, "after" is the run's GGUF export answered by
+    llama.cpp, the file a user runs in Ollama. Exits with status 1 when a
+    --fail-under bound is missed.
     """
     from factinject.commands.common import exit_on_missed_bounds
     from factinject.models.base import run_template
@@ -43,7 +49,12 @@ def probe(run_path, backend, exam, fail_under, world_limit, recipe_path, allow_p
     from factinject.probe.stage import run_probe
     from factinject.recipe import load_recipe
     from factinject.rundir.files import resolve_run
+    from factinject.errors import FactinjectError
     from factinject.rundir.guard import OOM_PROBE_FIX, guarded
+
+    if gguf_type and backend != "llamacpp":
+        raise FactinjectError("--gguf picks the GGUF export that --backend llamacpp answers",
+                              fix=f"add --backend llamacpp, or leave out --gguf {gguf_type}")
 
     run = resolve_run(str(run_path) if run_path else None)
     recipe = load_recipe(recipe_path) if recipe_path else None
@@ -57,7 +68,8 @@ def probe(run_path, backend, exam, fail_under, world_limit, recipe_path, allow_p
             click.echo(describe(exams))
         report = run_probe(run, backend=backend, exams=exams, bounds_text=fail_under, world_limit=world_limit,
                            allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, recipe=recipe,
-                           chat_template=template, compare_with=compare_with, answer_cache=not no_answer_cache)
+                           chat_template=template, compare_with=compare_with, answer_cache=not no_answer_cache,
+                           gguf_type=gguf_type)
     print_summary(report)
     if report["next_step"]:
         click.secho(report["next_step"], fg="yellow")

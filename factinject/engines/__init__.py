@@ -43,6 +43,9 @@ ENGINES: dict[str, Engine] = {e.name: e for e in (
            library="vLLM", package="vllm", needs_cuda=False, auto_on_cuda=True, loads_nf4=False,
            install='on an NVIDIA GPU: pip install ".[gpu]"; on a CPU: vLLM\'s CPU build in an environment '
                    "of its own (README, set-up)"),
+    Engine("llamacpp", "factinject.backends.llamacpp", ("generate",),
+           library="llama.cpp (xllamacpp)", package="xllamacpp", needs_cuda=False, auto_on_cuda=False, loads_nf4=False,
+           install='pip install -e ".[gguf]" (on Debian/Ubuntu also apt-get install libgomp1)'),
 )}
 FALLBACK = "hf"  # what `auto` picks when no preferred engine can run here; it runs everywhere
 ALIASES = {"cpu": "hf"}  # earlier names, still accepted in recipes and on the command line

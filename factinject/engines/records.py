@@ -6,19 +6,40 @@ budget; a `ParityJob` asks several models the same questions; a `MergeJob` says 
 to merge into what; a `TrainJob` carries everything training needs, and the engine
 answers with a `TrainResult` of one `EpochRecord` per epoch. All of them cross the
 process boundary as JSON (engines/process.py), so they hold only strings, numbers
-and lists. No heavy imports here.
+and lists, and are rebuilt from it by `from_dict`, which checks every field's type
+(pydantic) and names the one that is wrong. No heavy imports here.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
+
+
+@cache
+def _validator(cls):
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(cls)
+
+
+class JsonRecord:
+    """to_dict / from_dict for a record dataclass: plain JSON out, checked types in."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        return _validator(cls).validate_python(data)
+
 
 STATE_DIR = "train"  # run/train/: checkpoints, curve, base answers (for --resume)
 
 
 @dataclass(frozen=True)
-class ModelUnderTest:
+class ModelUnderTest(JsonRecord):
     """A model to load: weights, optionally a LoRA adapter on top, and the precision."""
 
     label: str  # what the report calls it: base, adapter, merged, ...
@@ -37,7 +58,7 @@ class ModelUnderTest:
 
 
 @dataclass
-class Load:
+class Load(JsonRecord):
     """Options every engine applies when it loads a model (safety and the run's template)."""
 
     device: str = "auto"  # auto, cpu, cuda
@@ -47,7 +68,7 @@ class Load:
 
 
 @dataclass
-class GenerateJob:
+class GenerateJob(JsonRecord):
     target: ModelUnderTest
     questions: list[str]
     max_new_tokens: int
@@ -64,16 +85,9 @@ class GenerateJob:
     def budget_list(self) -> list[int]:
         return list(self.budgets) if self.budgets is not None else [self.max_new_tokens] * len(self.questions)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "GenerateJob":
-        return cls(**{**data, "target": ModelUnderTest(**data["target"]), "load": Load(**data["load"])})
-
 
 @dataclass
-class ParityJob:
+class ParityJob(JsonRecord):
     """Answers of several models to the same prompts, one model at a time, plus the
     largest logit difference between the first two on teacher-forced answers."""
 
@@ -112,17 +126,9 @@ class ParityJob:
             return dict(zip(self.questions, self.budgets))
         return dict.fromkeys(self.questions, self.base_max_new_tokens or self.max_new_tokens)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ParityJob":
-        return cls(**{**data, "targets": [ModelUnderTest(**t) for t in data["targets"]], "load": Load(**data["load"]),
-                      "base": ModelUnderTest(**data["base"]) if data.get("base") else None})
-
 
 @dataclass
-class AgreementJob:
+class AgreementJob(JsonRecord):
     """The base model's answers fed to an adapter's model, with the adapter on and off
     (teacher-forced locality): what the adapter changed where it should change nothing."""
 
@@ -132,16 +138,9 @@ class AgreementJob:
     load: Load = field(default_factory=Load)
     per_token: bool = False  # also each token's agreement and KL (the answer budgets' measurement)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> AgreementJob:
-        return cls(**{**data, "target": ModelUnderTest(**data["target"]), "load": Load(**data["load"])})
-
 
 @dataclass
-class MergeJob:
+class MergeJob(JsonRecord):
     """The adapter merged into 16-bit base weights, shard by shard, into `out`."""
 
     base: str  # a local folder or a hub id
@@ -152,16 +151,9 @@ class MergeJob:
     max_shard_bytes: int
     chat_template: str | None = None
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "MergeJob":
-        return cls(**data)
-
 
 @dataclass
-class EpochRecord:
+class EpochRecord(JsonRecord):
     epoch: int
     loss: float | None
     dev_recall: float
@@ -176,7 +168,7 @@ class EpochRecord:
 
 
 @dataclass
-class TrainJob:
+class TrainJob(JsonRecord):
     """Everything a training engine needs; JSON-serialisable (it runs in a child process)."""
 
     run_dir: str
@@ -210,7 +202,7 @@ class TrainJob:
 
 
 @dataclass
-class TrainResult:
+class TrainResult(JsonRecord):
     curve: list[EpochRecord]
     best_epoch: int
     reason: str
@@ -221,6 +213,3 @@ class TrainResult:
     row_counts: dict = field(default_factory=dict)  # replay, contrast, unfinished_left_out
     compute: str | None = None  # the training step's arithmetic, e.g. "float32 weights, bfloat16 autocast"
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainResult":
-        return cls(**{**data, "curve": [EpochRecord(**r) for r in data["curve"]]})

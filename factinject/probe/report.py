@@ -70,6 +70,11 @@ def parity_lines(report: dict) -> list[str]:
     parity = report.get("export_parity")
     if not parity:
         return []
+    if parity.get("engine") == "llama.cpp":  # the GGUF export's check (export/stage.py, gguf_parity)
+        return [f"GGUF parity: llama.cpp on the {report['model'].get('tuned_precision')} file against the merged "
+                f"model: {parity['identical']}/{parity['n']} identical greedy answers, the same verdict on "
+                f"{fmt_share(parity['verdicts'])} of the fact questions (recall {fmt_share(parity['recall_merged'])} "
+                f"merged, {fmt_share(parity['recall_gguf'])} GGUF)."]
     exact, quant = parity["exactness"], parity.get("quantization")
     weights = exact.get("weights") or {}
     lines = [f"Exactness: the merge against the adapter on the same 16-bit base: {exact['identical']}/{exact['n']} "
@@ -103,7 +108,9 @@ def locality_sentence(report: dict) -> str:
         return ""
     return (f"Locality, teacher-forced: the tuned model still ranks first {m['count']} of the {m['n']} tokens of "
             f"the base model's {m['answers']} answers to unrelated prompts; KL(base || tuned) "
-            f"{m['kl_per_token']:.4f} nats per token.")
+            f"{m['kl_per_token']:.4f} nats per token."
+            + (" Measured on the adapter in transformers, which the GGUF's parity check stands for."
+               if report["model"].get("tuned") == "gguf" else ""))
 
 
 def render_markdown(report: dict) -> str:

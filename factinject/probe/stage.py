@@ -28,6 +28,7 @@ from factinject.models.base import (
     read_config,
     template_sha256,
 )
+from factinject.models.gguf_out import GGUF_TYPES, base_as_gguf
 from factinject.models.targets import base_weights, check_merged_is_current
 from factinject.probe.exam import Exam, match_fact
 from factinject.probe.metrics import compute_metrics, missed_bounds, parse_bounds
@@ -100,7 +101,9 @@ def base_model_key(target, chat_template: str | None) -> dict:
     training, so `run`'s second probe reuses the first one's base answers."""
     files = {}
     root = Path(target.path)
-    if target.local:
+    if root.is_file():  # a GGUF file (the llamacpp engine)
+        files[root.name] = quick_fingerprint(root)
+    elif target.local:
         for path in sorted(root.glob("*.safetensors")) + sorted(root.glob("*.json")) + sorted(root.glob("*.jinja")):
             files[path.name] = quick_fingerprint(path)
     return {"files": files, "template": hashlib.sha256(chat_template.encode("utf-8")).hexdigest()
@@ -178,6 +181,47 @@ def probe_targets(run: Run, recipe, record: RunRecord) -> tuple:
     return base16, None, None
 
 
+def gguf_targets(run: Run, record: RunRecord, base16: ModelUnderTest, gguf_type: str | None,
+                 chat_template: str | None) -> tuple[ModelUnderTest, ModelUnderTest | None, dict | None]:
+    """(base, tuned, the GGUF export's record) as GGUF files, for the llamacpp engine: after
+    training, the run's GGUF export (`gguf_type`, or the only one there is); before, the
+    base written as GGUF of the same type (once, in the cache: models/gguf_out.py), so
+    before and after differ by training alone, not by file format or quantization."""
+    exported = (record.export.gguf or {}) if record.export else {}
+    entry = None
+    if record.train:
+        export_it = f"factinject export --run {run.path} --gguf {gguf_type or 'q8_0'}"
+        if not exported:
+            raise FactinjectError("this run has no GGUF export for the llamacpp engine to answer", where=run.path,
+                                  fix=f"write one with `{export_it}`, then probe again")
+        if gguf_type is None and len(exported) > 1:
+            raise FactinjectError(f"this run has GGUF exports of {len(exported)} types ({', '.join(sorted(exported))})",
+                                  where=run.path, fix="name the one to probe with --gguf TYPE")
+        gguf_type = gguf_type or next(iter(exported))
+        if gguf_type not in exported:
+            raise FactinjectError(f"this run has no {gguf_type} GGUF export (it has {', '.join(sorted(exported))})",
+                                  where=run.path, fix=f"write it with `{export_it}`, or probe another with --gguf")
+        entry = exported[gguf_type]
+        if entry.get("adapter_files") != record.train.adapter_files:
+            raise FactinjectError(f"the {gguf_type} GGUF export was made from an earlier adapter than the one in the "
+                                  "run (stale)", where=entry["path"], fix=f"write it again with `{export_it} --force`")
+    gguf_type = gguf_type or "f16"
+    assert gguf_type in GGUF_TYPES, f"{gguf_type!r} is not a GGUF type factinject writes ({GGUF_TYPES})"
+    if base16.load_in_4bit or not base16.local:
+        raise FactinjectError("the llamacpp engine needs the base model as a local folder of 16-bit or float32 "
+                              f"safetensors, and this run's base is {base16.path}"
+                              + (" (4-bit)" if base16.load_in_4bit else ""), where=run.path,
+                              fix="set model.merge_base to the 16-bit weights' folder, or probe with --backend hf")
+    base_file = base_as_gguf(Path(base16.path), gguf_type, base_model_key(base16, chat_template))
+    base = ModelUnderTest("base", str(base_file), dtype=gguf_type, tokenizer=base16.path)
+    if entry is None:
+        return base, None, None
+    merged = run.path / "merged"
+    tokenizer = merged if merged.is_dir() else run.path / "adapter"  # the training template either way
+    tuned = ModelUnderTest("gguf", str(Path(entry["path"]) / entry["file"]), dtype=gguf_type, tokenizer=str(tokenizer))
+    return base, tuned, entry
+
+
 def engine_agreement(engine: str, reference: str, answers: dict[str, tuple[dict, dict]]) -> dict:
     """Per model, the share of prompts whose greedy answers are identical under `engine`
     and `reference`, and every prompt where they are not."""
@@ -193,7 +237,7 @@ def engine_agreement(engine: str, reference: str, answers: dict[str, tuple[dict,
 def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bounds_text: str | None = None,
               world_limit: int = 400, seed: int = 0, allow_pickle: bool = False, trust_remote_code: bool = False,
               recipe=None, chat_template: str | None = None, compare_with: str | None = None,
-              answer_cache: bool = True) -> dict:
+              answer_cache: bool = True, gguf_type: str | None = None) -> dict:
     """Probe the base model (before) and the tuned model (after) on the same prompts.
 
     The base model's answers come from the answer cache where it holds them
@@ -202,7 +246,8 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
     Each model is answered in its own child process, one after the other, so two
     engines are never loaded at once; `recipe` is the one to probe before training
     (the run's own once it is trained). With `compare_with`, every model is also
-    answered by that engine, and the report lists where the two engines disagree."""
+    answered by that engine, and the report lists where the two engines disagree. With the
+    llamacpp engine the models are GGUF files (`gguf_targets`; `gguf_type` picks the export)."""
 
     from rich.console import Console
 
@@ -235,8 +280,16 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
 
     # (target, what its answers depend on); each is answered by the engine asked for,
     # except that vLLM cannot load NF4: those models go to hf.
-    wanted = [(base_target, base_model_key(base_target, chat_template))]
+    hf_base = base_target  # teacher-forced locality reads the base's own answers, from the hf engine
     trained_adapter = adapter_target  # teacher-forced locality asks it in any case
+    gguf = None
+    if engine == "llamacpp":  # the GGUF files; parity is the GGUF export's own check
+        if compare_with:
+            raise FactinjectError("--compare-with compares engines on the same model files, and the llamacpp engine "
+                                  "reads GGUF files", fix="probe once with --backend llamacpp and once without")
+        base_target, tuned_target, gguf = gguf_targets(run, record, base_target, gguf_type, chat_template)
+        adapter_target = None
+    wanted = [(base_target, base_model_key(base_target, chat_template))]
     # After a merged export the adapter is asked only for the parity row, unless the
     # recipe leaves that row to the export's own parity check.
     if adapter_target and tuned_target is not adapter_target and not recipe.generate.probe_adapter:
@@ -244,7 +297,9 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
     if adapter_target:
         check_template(run, record, Path(adapter_target.adapter), "adapter")
         wanted.append((adapter_target, {"adapter": trained.adapter_files}))
-    if tuned_target and tuned_target is not adapter_target:
+    if gguf and tuned_target:
+        wanted.append((tuned_target, {"gguf": gguf["files"]}))
+    elif tuned_target and tuned_target is not adapter_target:
         check_template(run, record, Path(tuned_target.path), "merged")
         wanted.append((tuned_target, {"merged": record.merged_export().files}))
     engines_used = {t.label: engine_for(t, engine) for t, _ in wanted}
@@ -284,8 +339,8 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
     forced = None
     if after and trained_adapter:
         reference = before
-        if recipe.generate.budget("teacher_forced") != recipe.generate.budget("locality"):
-            reference = reference_answers(probe, base_target, base_model_key(base_target, chat_template), recipe,
+        if recipe.generate.budget("teacher_forced") != recipe.generate.budget("locality") or gguf:
+            reference = reference_answers(probe, hf_base, base_model_key(hf_base, chat_template), recipe,
                                           load, cache, answer_cache, console)
         forced = teacher_forced_locality(probe, reference, trained_adapter, load, console)
     parity = by_label["adapter"] if adapter_target and tuned_target is not adapter_target else None
@@ -300,7 +355,8 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
         "after": compute_metrics(probe, after, before, parity, forced) if after else None,
         "facts": per_fact(probe, before, after),
         "thresholds": bounds,
-        "export_parity": record.merged_export().parity if tuned_label == "merged" else None,
+        "export_parity": record.merged_export().parity if tuned_label == "merged" else
+        (gguf or {}).get("parity") if tuned_label == "gguf" else None,
         "regressions": regressions(probe, before, after) if after else [],
         "counts": {k: sum(p.kind == k for p in probe.prompts) for k in sorted({p.kind for p in probe.prompts})},
         "answer_budgets": {k: recipe.generate.budget(k) for k in (*PROBE_SETS, "teacher_forced")},
@@ -320,6 +376,9 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
         exact = record.merged_export().parity["exactness"]
         report["after"]["parity"] = {**share(exact["identical"] + exact.get("near_ties", 0), exact["n"]),
                                      "source": "export"}
+    if after and tuned_label == "gguf" and gguf.get("parity"):  # llama.cpp on the file: the merge's verdicts
+        verdicts = gguf["parity"]["verdicts"]
+        report["after"]["parity"] = {**share(verdicts["count"], verdicts["n"]), "source": "export --gguf"}
     if compare_with:
         report["engine_agreement"] = engine_agreement(engine, compare_with, compared)
     report["missed"] = missed_bounds(report["after"] or report["before"], bounds)

@@ -5,55 +5,70 @@ and writes it whole with `Run.write_section`; readers get the sections as typed
 objects from `Run.record()` instead of walking nested dicts. A section is written
 back exactly as it was read: keys it does not name (from a newer or older
 factinject) are kept, so the file format is the one documented in docs/design.md.
-A section missing a key it needs is a clear error, not a KeyError deep in a stage.
+A section missing a key it needs, or holding a value of the wrong type, is a clear
+error naming the manifest and the key, not a KeyError or TypeError deep in a stage.
 """
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from factinject.errors import FactinjectError
 
 
-@dataclass(kw_only=True)
-class Section:
-    """One stage's part of the manifest."""
+class Section(BaseModel):
+    """One stage's part of the manifest, checked on load: each named key must have its
+    type (strictly: "3" is not an epoch), and keys this version does not name are kept."""
 
+    model_config = ConfigDict(extra="allow", strict=True)
     name: ClassVar[str]
     optional: ClassVar[tuple[str, ...]] = ()  # keys written only when set (newer than the section)
-    extra: dict = field(default_factory=dict, repr=False, compare=False)  # keys this version does not name
 
     @classmethod
     def from_dict(cls, data: dict, where: Path | None = None):
         if not isinstance(data, dict):
             raise FactinjectError(f"the manifest's {cls.name!r} section is not an object", where=where,
                                   fix=f"re-run the stage that writes it (`factinject {cls.name}`), or restore the file")
-        missing = [f.name for f in fields(cls) if _required(f) and f.name not in data]
+        missing = [key for key, spec in cls.model_fields.items() if spec.is_required() and key not in data]
         if missing:
             raise FactinjectError(f"the manifest's {cls.name!r} section lacks {', '.join(missing)}", where=where,
                                   fix=f"re-run the stage that writes it (`factinject {cls.name}`) with this factinject")
-        named = {f.name for f in fields(cls)} - {"extra"}
-        return cls(**{k: v for k, v in data.items() if k in named},
-                   extra={k: v for k, v in data.items() if k not in named})
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            problem = err.errors()[0]
+            at = ".".join(str(p) for p in problem["loc"])
+            raise FactinjectError(
+                f"the manifest's {cls.name!r} section has a bad {at}: {problem['msg'].lower()}, found "
+                f"{problem['input']!r:.80}", where=where,
+                fix=f"restore the file, or re-run the stage that writes it (`factinject {cls.name}`)") from None
+
+    @property
+    def extra(self) -> dict:
+        """Keys this version does not name, as read."""
+        return dict(self.model_extra or {})
 
     def to_dict(self) -> dict:
-        out = {f.name: getattr(self, f.name) for f in fields(self)
-               if f.name != "extra" and not (f.name in self.optional and getattr(self, f.name) is None)}
+        out = {key: getattr(self, key) for key in type(self).model_fields
+               if not (key in self.optional and getattr(self, key) is None)}
         return {**out, **self.extra}
 
+    def replace(self, **changes):
+        """A copy with `changes` (the section's own keys)."""
+        unknown = set(changes) - set(type(self).model_fields)
+        assert not unknown, f"{type(self).__name__} has no {sorted(unknown)}"
+        return self.model_copy(update=changes)
 
-def _required(f) -> bool:
-    return f.default is MISSING and f.default_factory is MISSING
 
-
-@dataclass(kw_only=True)
 class ExpandRecord(Section):
     name: ClassVar[str] = "expand"
-    sheets: list[dict] = field(default_factory=list)  # path, sha256, facts
-    config: dict = field(default_factory=dict)
-    counts: dict = field(default_factory=dict)  # facts, train, dev, test
+    sheets: list[dict] = Field(default_factory=list)  # path, sha256, facts
+    config: dict = Field(default_factory=dict)
+    counts: dict = Field(default_factory=dict)  # facts, train, dev, test
     files: dict[str, str]  # data/<split>.jsonl -> sha256
     facts: dict[str, dict]  # fact id -> subject, aliases, relation, statement, answer_key, ...
 
@@ -62,7 +77,6 @@ class ExpandRecord(Section):
         return [s["path"] for s in self.sheets]
 
 
-@dataclass(kw_only=True)
 class TrainRecord(Section):
     name: ClassVar[str] = "train"
     optional: ClassVar[tuple[str, ...]] = ("compute",)
@@ -70,42 +84,38 @@ class TrainRecord(Section):
     recipe: dict  # the resolved recipe it was trained with
     base_model: dict  # name, path, chat_template_sha256, eos_token, weights fingerprint
     best_epoch: int
-    stop_reason: str = None
-    curve: list[dict] = None  # one EpochRecord per epoch
-    rows: dict = None
+    stop_reason: str | None = None
+    curve: list[dict] | None = None  # one EpochRecord per epoch
+    rows: dict | None = None
     adapter_files: dict[str, str]
-    seconds: float = None
-    seed: int = None
-    versions: dict = field(default_factory=dict)
+    seconds: float | None = None
+    seed: int | None = None
+    versions: dict = Field(default_factory=dict)
     compute: str | None = None  # the training step's arithmetic (TrainResult.compute)
 
     def trained_recipe(self):
         """The recipe as trained (a `factinject.recipe.Recipe`)."""
-        # Imported here: the schema pulls in pydantic, and `factinject --help` and `expand`
-        # read run folders without needing it.
-        from factinject.recipe import Recipe
+        from factinject.recipe import Recipe  # here: the recipe schema imports the engine table
 
         return Recipe.model_validate(self.recipe)
 
 
-@dataclass(kw_only=True)
 class MergedExport(Section):
     name: ClassVar[str] = "export"
     optional: ClassVar[tuple[str, ...]] = ("adapter_files",)
     path: str
     files: dict[str, str]
     parity: dict  # exactness and quantization figures
-    chat_template_sha256: str = None
+    chat_template_sha256: str | None = None
     eos_token_id: Any = None
     dtype: str
-    shards: list = None
-    total_size: int = None
-    merged_from: dict = None
-    memory: dict = None
+    shards: list | None = None
+    total_size: int | None = None
+    merged_from: dict | None = None
+    memory: dict | None = None
     adapter_files: dict[str, str] | None = None  # the adapter it was merged from (TrainRecord.adapter_files)
 
 
-@dataclass(kw_only=True)
 class ExportRecord(Section):
     name: ClassVar[str] = "export"
     optional: ClassVar[tuple[str, ...]] = ("gguf",)
@@ -115,10 +125,9 @@ class ExportRecord(Section):
 
     @classmethod
     def from_dict(cls, data: dict, where: Path | None = None):
-        section = super().from_dict(data, where)
-        if section.merged is not None:
-            section.merged = MergedExport.from_dict(section.merged, where)
-        return section
+        if isinstance(data, dict) and isinstance(data.get("merged"), dict):  # its own checks and messages
+            data = {**data, "merged": MergedExport.from_dict(data["merged"], where)}
+        return super().from_dict(data, where)
 
     def to_dict(self) -> dict:
         out = {}
@@ -131,25 +140,23 @@ class ExportRecord(Section):
         return {**out, **self.extra}
 
 
-@dataclass(kw_only=True)
 class ProbeRecord(Section):
     name: ClassVar[str] = "probe"
     optional: ClassVar[tuple[str, ...]] = ("adapter_files",)
-    report: str = None
+    report: str | None = None
     tuned: str | None = None
-    backend: str = None
-    exam: list = field(default_factory=list)
+    backend: str | None = None
+    exam: list = Field(default_factory=list)
     after: dict | None = None
-    before: dict = None
-    seconds: float = None
+    before: dict | None = None
+    seconds: float | None = None
     adapter_files: dict[str, str] | None = None  # the adapter the report's "after" comes from, if any
 
 
-@dataclass(kw_only=True)
 class ChatTemplateRecord(Section):
     name: ClassVar[str] = "chat_template"
-    source: str = None  # 'default' or the file given with --chat-template
-    sha256: str = None
+    source: str | None = None  # 'default' or the file given with --chat-template
+    sha256: str | None = None
     text: str
 
 

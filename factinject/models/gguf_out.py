@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from factinject.errors import FactinjectError
+from factinject.models import cache_home
 from factinject.models.chat import end_of_turn_ids
 from factinject.models.checkpoint import Checkpoint
 from factinject.rundir.files import user_mode
@@ -384,3 +385,27 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 def gguf_file_name(qtype: str) -> str:
     return f"model-{_SAFE_NAME.sub('-', qtype)}.gguf"
+
+
+WRITER_VERSION = 1  # raise when a change to the writer changes the bytes of a file it writes
+
+
+def base_as_gguf(folder: Path, qtype: str, fingerprint: dict) -> Path:
+    """The base model's folder written as GGUF `qtype` once, in the factinject cache: what
+    the llamacpp probe engine asks before training, so that before and after are the same
+    file format and quantization. `fingerprint`: what the folder's weights and template
+    are (probe.stage.base_model_key), the cache key with the type and this writer."""
+    import fcntl
+    import hashlib
+
+    key = json.dumps({"fingerprint": fingerprint, "type": qtype, "writer": WRITER_VERSION}, sort_keys=True)
+    target = cache_home() / "llamacpp" / hashlib.sha256(key.encode()).hexdigest()[:20] / gguf_file_name(qtype)
+    if target.is_file():
+        return target
+    check_writable(folder, qtype)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two probes may ask at once
+        if not target.is_file():  # write_gguf writes a temporary file and renames it when whole
+            write_gguf(folder, target, qtype, name="base")
+    return target
