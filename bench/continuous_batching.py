@@ -75,11 +75,12 @@ def main() -> None:
     chats = [[{"role": "user", "content": q}] for q in questions]
     rows = []
     for adapter in (False, True):
-        # Each way with its attention: ours as factinject loads it, transformers' paged one for generate_batch.
+        # Each way with its attention: ours as factinject loads it; generate_batch switches to paged|sdpa itself.
         models = {}
-        for way, attention in (("ours", grouped_sdpa()), ("transformers", "sdpa_paged")):
+        for way, attention in (("ours", grouped_sdpa()), ("transformers", "sdpa")):
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation=attention)
             if adapter:
+                torch.manual_seed(0)  # the same random LoRA weights for both ways
                 model = PeftModel.from_pretrained(model, str(args.adapter)) if args.adapter else get_peft_model(
                     model, LoraConfig(r=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                             "up_proj", "down_proj"], init_lora_weights=False))
@@ -87,7 +88,8 @@ def main() -> None:
         stops = stop_ids(models["ours"], tokenizer)
         with torch.inference_mode():
             a, t_ours = ours(models["ours"], tokenizer, chats, args.budget)
-            b, t_theirs = transformers_cb(models["transformers"], tokenizer, chats, args.budget, stops)
+        # generate_batch runs its own thread and manages gradients itself (inference tensors break its cache)
+        b, t_theirs = transformers_cb(models["transformers"], tokenizer, chats, args.budget, stops)
         tokens = sum(len(tokenizer(x, add_special_tokens=False).input_ids) for x in a)
         rows.append({"adapter": adapter, "prompts": len(chats), "budget": args.budget, "ours_seconds": round(t_ours, 1),
                      "transformers_seconds": round(t_theirs, 1), "ratio": round(t_theirs / t_ours, 2),

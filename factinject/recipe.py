@@ -98,6 +98,10 @@ class TrainSpec(_Strict):
     replay_tokens: int | None = Field(None, ge=8, le=8192, description="replayed answers are the base model's first "
                                       "N tokens, trained without an end of turn (none: whole answers that end "
                                       "within generate.max_new_tokens)")
+    replay_loss: Literal["tokens", "kl"] = Field(
+        "tokens", description="what a replayed row teaches: tokens, the base model's greedy answer (cross-entropy); "
+        "kl, the base model's whole next-token distribution at each of its positions (KL(base || tuned), the "
+        "base being the model with the adapter switched off): an anchor to the base, not to one answer")
     cpu_autocast: Literal["auto", "bfloat16", "off"] = Field(
         "auto", description="training on a CPU: matrix products in bfloat16 (torch.autocast; the weights, the "
         "adapter and the loss stay float32), as a GPU trains. auto: where the CPU multiplies bfloat16 natively "

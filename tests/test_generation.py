@@ -82,6 +82,60 @@ def test_the_loss_over_labelled_positions_is_the_full_loss(overhead, monkeypatch
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(full_grads, our_grads))
 
 
+def test_anchor_positions_are_trained_on_the_base_models_distribution():
+    """train.replay_loss: kl. Rows marked as anchors (labels + ANCHOR) add KL(base || tuned)
+    at their answer positions, the base being the adapter switched off; other rows keep the
+    cross-entropy. An adapter that changes nothing has a KL of zero there."""
+    from peft import LoraConfig, get_peft_model
+
+    from factinject.backends.sft import ANCHOR, answer_loss
+
+    ids, _ = left_padded([20] * 4)
+    mask = torch.ones_like(ids)
+    mask[3, -5:] = 0
+    labels = ids.clone()
+    labels[:, :8] = -100
+    labels[mask == 0] = -100
+    anchored = labels.clone()
+    anchored[2:][anchored[2:] != -100] += ANCHOR  # rows 2 and 3 are replayed rows
+    for init in (True, False):  # LoRA B = 0 (no change yet), then random
+        model = get_peft_model(tiny_llama("sdpa"), LoraConfig(r=4, target_modules=["q_proj", "down_proj"],
+                                                              init_lora_weights=init))
+        n = (labels[:, 1:] != -100).sum()
+        ours = answer_loss(model, {"input_ids": ids, "attention_mask": mask, "labels": anchored}, n)
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        with torch.no_grad(), model.disable_adapter():
+            base = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float().log_softmax(-1)
+        targets = labels[:, 1:]
+        ce = torch.nn.functional.cross_entropy(logits[:2][targets[:2] != -100], targets[:2][targets[:2] != -100],
+                                               reduction="sum")
+        at = targets[2:] != -100
+        b, t = base[2:][at], logits[2:][at].log_softmax(-1)
+        kl = (b.exp() * (b - t)).sum()
+        assert torch.allclose(ours, (ce + kl) / n, atol=1e-5), (ours, (ce + kl) / n)
+        if init:
+            assert kl.abs() < 1e-5, "the adapter changes nothing yet: the anchor costs nothing"
+        else:
+            assert kl > 1e-3
+        ours.backward()
+        assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_training_rows_mark_the_anchor_sources():
+    from transformers import AutoTokenizer
+
+    from factinject.backends.sft import ANCHOR, training_rows
+    from factinject.testbed import model_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir())
+    chat = [{"role": "user", "content": "Who maintains Zorblat?"}, {"role": "assistant", "content": "Ann Lee."}]
+    plain, replayed = training_rows(tokenizer, [{"messages": chat, "source": "fact"},
+                                                {"messages": chat, "source": "replay"}], 160, ("replay",))
+    assert plain["input_ids"] == replayed["input_ids"]
+    assert [x - ANCHOR if x >= ANCHOR else x for x in replayed["labels"]] == plain["labels"]
+    assert sum(x >= ANCHOR for x in replayed["labels"]) == sum(x != -100 for x in plain["labels"]) > 0
+
+
 def test_cpu_autocast_runs_the_products_in_bfloat16_and_keeps_the_adapter_float32():
     """train.cpu_autocast: the CPU trainer's step multiplies in bfloat16 (a LoRA layer's
     output is bfloat16), the loss and the adapter's gradients stay float32 and close to

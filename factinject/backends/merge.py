@@ -165,6 +165,12 @@ def merge_checkpoint(base_dir: Path, adapter_dir: Path | None, out_dir: Path, *,
                                                      indent=2) + "\n", encoding="utf-8")
     config = json.loads((Path(base_dir) / "config.json").read_text(encoding="utf-8"))
     config.pop("quantization_config", None)
+    if not config.get("architectures"):  # a base rebuilt from GGUF has none; vLLM and GGUF out read it
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        known = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.get("model_type"))
+        if known:
+            config["architectures"] = [known]
     config["dtype"] = dtype
     if "torch_dtype" in config:
         config["torch_dtype"] = dtype

@@ -89,10 +89,18 @@ def cpu_trainer_class(autocast_dtype=None):
     return CpuSFTTrainer
 
 
+# A label at or above ANCHOR marks an anchor position (train.replay_loss: kl): the target
+# is the base model's whole distribution there, not the token (label - ANCHOR) it chose.
+# Far above any vocabulary, so no token id is mistaken for one.
+ANCHOR = 1 << 24
+
+
 def answer_loss(model, inputs: dict, num_items_in_batch=None):
     """Cross-entropy over the labelled positions only: the decoder's hidden states at the
     positions that predict a label, through the LM head, in float32 (as transformers'
-    causal-LM loss upcasts), summed and divided like Trainer's loss.
+    causal-LM loss upcasts), summed and divided like Trainer's loss. At anchor positions
+    (labels >= ANCHOR) the term is KL(base || tuned) instead, the base's distribution
+    from the same decoder with the adapter switched off (no gradient).
 
     The batch's rows go through the decoder in groups of similar length, each cut to its
     own longest row: a batch mixing 50-token fact rows with 160-token replayed answers is
@@ -115,10 +123,26 @@ def answer_loss(model, inputs: dict, num_items_in_batch=None):
         targets = labels[index, 1:width]
         where = targets != -100
         logits = model.get_output_embeddings()(hidden[:, :-1][where]).float()
-        part = torch.nn.functional.cross_entropy(logits, targets[where], reduction="sum")
+        picked = targets[where]
+        anchor = picked >= ANCHOR
+        part = torch.nn.functional.cross_entropy(logits[~anchor], picked[~anchor], reduction="sum")
+        if anchor.any():
+            part = part + _anchor_kl(model, ids[index, :width], mask[index, :width], where, anchor, logits[anchor])
         total = part if total is None else total + part
     count = num_items_in_batch if num_items_in_batch is not None else (labels[:, 1:] != -100).sum()
     return total / torch.as_tensor(count, device=total.device, dtype=total.dtype).clamp(min=1)
+
+
+def _anchor_kl(model, ids, mask, where, anchor, tuned_logits):
+    """KL(base || tuned) summed over the anchor positions: the base model's distributions
+    from the decoder with the adapter switched off, without gradient."""
+    import torch
+
+    assert hasattr(model, "disable_adapter"), "anchor positions need a PEFT model: the base is its adapter switched off"
+    with torch.no_grad(), model.disable_adapter():
+        hidden = model.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+        base = model.get_output_embeddings()(hidden[:, :-1][where][anchor]).float().log_softmax(-1)
+    return (base.exp() * (base - tuned_logits.log_softmax(-1))).sum()
 
 
 # What one more pass through the decoder costs, in padded tokens: a group is split off
@@ -144,10 +168,11 @@ def length_groups(lengths: list[int], overhead: int) -> list[list[int]]:
     return groups[::-1]
 
 
-def training_rows(tokenizer, rows: list[dict], max_len: int) -> list[dict]:
+def training_rows(tokenizer, rows: list[dict], max_len: int, anchor_sources: tuple[str, ...] = ()) -> list[dict]:
     """Rows as {"input_ids", "labels"}: the loss covers the answer and its end-of-turn
-    token only (chat.encode_for_training). Rows longer than max_len are refused, never
-    cut (TRL would cut them silently)."""
+    token only (chat.encode_for_training). Rows from `anchor_sources` (e.g. "replay")
+    carry anchor labels (token + ANCHOR: see answer_loss). Rows longer than max_len are
+    refused, never cut (TRL would cut them silently)."""
     from factinject.models.chat import encode_for_training
 
     out, too_long = [], []
@@ -159,7 +184,8 @@ def training_rows(tokenizer, rows: list[dict], max_len: int) -> list[dict]:
                                   fix="use the model's own template, or --chat-template default") from None
         if len(ids) > max_len:
             too_long.append((len(ids), row.get("source", "?"), row["messages"][0]["content"]))
-        out.append({"input_ids": ids, "labels": [t if m else -100 for t, m in zip(ids, mask)]})
+        shift = ANCHOR if row.get("source") in anchor_sources else 0
+        out.append({"input_ids": ids, "labels": [t + shift if m else -100 for t, m in zip(ids, mask)]})
     if too_long:
         too_long.sort(reverse=True)
         shown = "; ".join(f"{src} ({n} tokens): {q[:50]!r}" for n, src, q in too_long[:3])
@@ -214,7 +240,13 @@ def run_sft(job: TrainJob, model, tokenizer, *, engine: str, base_identity: dict
     replay = conversations(reference.replay)
     contrast = conversations(reference.contrast)
     rows = mix_replay(job.fact_rows, replay, recipe.train.replay_ratio, recipe.train.seed, contrast)
-    dataset = Dataset.from_list(training_rows(tokenizer, rows, recipe.model.max_seq_length))
+    anchored = ("replay",) if recipe.train.replay_loss == "kl" else ()
+    if anchored and (trainer_class is not None or not labelled_positions_only(model)):
+        raise FactinjectError("train.replay_loss: kl is trained by the hf engine's loss, on a model without logit "
+                              "soft-capping",
+                              fix=f"this run has the {engine} engine and a {type(model).__name__}: train with "
+                                  "--backend hf, or set train.replay_loss: tokens")
+    dataset = Dataset.from_list(training_rows(tokenizer, rows, recipe.model.max_seq_length, anchored))
 
     if peft_transform is None:
         from peft import get_peft_model
@@ -230,7 +262,8 @@ def run_sft(job: TrainJob, model, tokenizer, *, engine: str, base_identity: dict
     progress = TrainProgress(max_epochs)
     callback = EpochCallback(job, tokenizer, reference.drift, curve, progress, to_inference, to_training)
     args = sft_config(job, use_cpu=use_cpu, bf16=bf16, fp16=fp16)
-    trainer_cls = trainer_class or (cpu_trainer_class(cpu_autocast) if use_cpu else SFTTrainer)
+    # Our loss on a CPU, and on a GPU where anchor labels need it; TRL's otherwise.
+    trainer_cls = trainer_class or (cpu_trainer_class(cpu_autocast) if use_cpu or anchored else SFTTrainer)
     trainer = trainer_cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                           callbacks=[callback])
     trainer.remove_callback(PrinterCallback)  # the progress bar replaces per-step log dicts

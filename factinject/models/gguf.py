@@ -173,6 +173,8 @@ def convert(path: Path, out: Path, source: dict) -> None:
     save_file({k: v.to(dtype).contiguous() for k, v in state.items()}, str(out / "model.safetensors"),
               metadata={"format": "pt"})
     config = model.config
+    # A model rebuilt from GGUF has no `architectures`; vLLM and GGUF out read the class there.
+    config.architectures = config.architectures or [type(model).__name__]
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.dtype = dtype

@@ -49,6 +49,9 @@ FAMILIES = {
     "Gemma2ForCausalLM": Family("gemma2", norm_plus_one=True),
 }
 
+# A folder without `architectures` (a base rebuilt from GGUF) names its family by model_type.
+MODEL_TYPES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "gemma2": "Gemma2ForCausalLM"}
+
 # llama.cpp's pre-tokenizers, by the regex the tokenizer splits text with (tokenizer.json).
 GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
@@ -102,7 +105,7 @@ def check_writable(merged: Path, qtype: str) -> tuple[Family, dict, dict]:
     if qtype not in GGUF_TYPES:
         raise FactinjectError(f"GGUF type {qtype!r} is not one factinject writes", fix=f"use one of {', '.join(GGUF_TYPES)}")
     config = _read_json(merged / "config.json")
-    arch = (config.get("architectures") or ["?"])[0]
+    arch = (config.get("architectures") or [MODEL_TYPES.get(config.get("model_type"), "?")])[0]
     if arch not in FAMILIES:
         raise FactinjectError(f"GGUF export does not know the architecture {arch!r}", where=merged / "config.json",
                               fix=f"GGUF is written for {', '.join(sorted(FAMILIES))}; for others export --merged and "
