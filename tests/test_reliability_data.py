@@ -26,31 +26,35 @@ def test_corrupted_data_line_is_named_by_file_and_line(trained, tmp_path, comman
     assert snapshot(run) == before
 
 
-@pytest.mark.parametrize("command", ["train", "export", "probe"])
-def test_manifest_from_another_version(trained, tmp_path, command):
+def refused_with_edited_manifest(trained, tmp_path, command: str, edit, *, what: str, fix: str) -> None:
+    """`command` on a copy of the trained run whose manifest `edit` changed: refused with a
+    clear error naming the manifest, and nothing in the run changed."""
     run = copy_run(trained.run, tmp_path / "r")
     manifest = json.loads((run / "manifest.json").read_text())
-    manifest.update(manifest_version=2, factinject_version="9.0.0")
+    edit(manifest)
     (run / "manifest.json").write_text(json.dumps(manifest))
     before = snapshot(run)
     result = invoke(command, "--run", run, *(["--merged", "--force"] if command == "export" else []))
-    expect_error(result, what="written by factinject 9.0.0 (manifest version 2)", where=run / "manifest.json",
-                 fix="continue the run with factinject 9.0.0")
+    expect_error(result, what=what, where=run / "manifest.json", fix=fix)
     assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("command", ["train", "export", "probe"])
+def test_manifest_from_another_version(trained, tmp_path, command):
+    refused_with_edited_manifest(trained, tmp_path, command,
+                                 lambda m: m.update(manifest_version=2, factinject_version="9.0.0"),
+                                 what="written by factinject 9.0.0 (manifest version 2)",
+                                 fix="continue the run with factinject 9.0.0")
 
 
 @pytest.mark.parametrize("command", ["export", "probe"])
 def test_manifest_with_a_value_of_the_wrong_type(trained, tmp_path, command):
     """A hand-edited manifest: the epoch written as a string is refused, naming the key."""
-    run = copy_run(trained.run, tmp_path / "r")
-    manifest = json.loads((run / "manifest.json").read_text())
-    manifest["train"]["best_epoch"] = str(manifest["train"]["best_epoch"])
-    (run / "manifest.json").write_text(json.dumps(manifest))
-    before = snapshot(run)
-    result = invoke(command, "--run", run, *(["--merged", "--force"] if command == "export" else []))
-    expect_error(result, what="the manifest's 'train' section has a bad best_epoch", where=run / "manifest.json",
-                 fix="restore the file")
-    assert snapshot(run) == before
+    def epoch_as_text(manifest):
+        manifest["train"]["best_epoch"] = str(manifest["train"]["best_epoch"])
+
+    refused_with_edited_manifest(trained, tmp_path, command, epoch_as_text,
+                                 what="the manifest's 'train' section has a bad best_epoch", fix="restore the file")
 
 
 def test_manifest_that_is_not_json(expanded):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import time
 
+from factinject.backends.loading import token_prompts
 from factinject.engines.records import GenerateJob, ModelUnderTest
 from factinject.errors import FactinjectError
 
@@ -29,7 +30,9 @@ def generate(data: dict) -> dict:
     started = time.perf_counter()
     import xllamacpp
 
-    tokenizer, prompts, stops = _prompts(job)
+    assert target.tokenizer, f"a GGUF target names the folder of its tokenizer ({target.label})"
+    # stop ids from that folder's generation config: the GGUF file is not a folder
+    tokenizer, prompts, stops = token_prompts(job, generation_config=target.tokenizer)
     budgets = job.budget_list()
     slots = max(1, min(SLOTS, len(prompts)))
     params = xllamacpp.CommonParams()
@@ -54,20 +57,6 @@ def threads() -> int:
     if given.isdigit() and int(given) > 0:
         return int(given)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def _prompts(job: GenerateJob):
-    """(tokenizer, prompt token ids, stop ids), from the folder that holds the GGUF's
-    tokenizer and generation config (the merged export, or the base)."""
-    from factinject.backends.hf_generate import stop_ids_of
-    from factinject.models.base import ModelRef, load_tokenizer
-
-    target = job.target
-    assert target.tokenizer, f"a GGUF target names the folder of its tokenizer ({target.label})"
-    tokenizer = load_tokenizer(ModelRef(target.label, target.tokenizer, True), chat_template=job.load.chat_template)
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
-                                             tokenize=True, return_dict=False) for q in job.questions]
-    return tokenizer, prompts, stop_ids_of(target.tokenizer, tokenizer)
 
 
 def check_loadable(target: ModelUnderTest) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from factinject.backends.hf_generate import stop_ids_of
 from factinject.engines.records import Load, ModelUnderTest
 from factinject.errors import FactinjectError
 from factinject.models.base import (
@@ -201,3 +202,20 @@ def base_answer_cache(target: ModelUnderTest, load: Load, max_new_tokens: int, e
         model_folder=folder, chat_template=load.chat_template, precision=target.precision, max_new_tokens=max_new_tokens,
         engine=engine, versions=library_versions(*libraries),
         device=torch.cuda.get_device_name() if device == "cuda" else device))
+
+
+def token_prompts(job, generation_config: str | None = None):
+    """(tokenizer, prompt token ids, stop ids) for an engine fed token ids (vllm, llamacpp),
+    all from the run's own tokenizer and template (`job.target.tokenizer`, else the model's
+    folder); the stop ids also from the generation config in `generation_config` (default:
+    the model's folder). `job` is a GenerateJob."""
+    target = job.target
+    tokenizer_ref = ModelRef(target.label, target.tokenizer, True) if target.tokenizer else \
+        ModelRef(target.label, target.path, target.local)
+    tokenizer = load_tokenizer(tokenizer_ref, chat_template=job.load.chat_template,
+                               trust_remote_code=job.load.trust_remote_code)
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
+                                             tokenize=True, return_dict=False) for q in job.questions]
+    if generation_config is not None:
+        return tokenizer, prompts, stop_ids_of(generation_config, tokenizer)
+    return tokenizer, prompts, stop_ids_of(target.path, tokenizer, target.local)

@@ -24,6 +24,7 @@ import os
 import time
 from pathlib import Path
 
+from factinject.backends.loading import token_prompts
 from factinject.engines.records import GenerateJob, ModelUnderTest
 from factinject.errors import FactinjectError
 
@@ -45,7 +46,7 @@ def generate(data: dict) -> dict:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # our own bar and messages; its errors still show
     quiet_libraries()
-    tokenizer, prompts, stops = _prompts(job)
+    tokenizer, prompts, stops = token_prompts(job)
     config = _read_config(target)
     engine = engine_args(job, config, [len(p) for p in prompts], cpu)
     from vllm import LLM, SamplingParams
@@ -75,21 +76,6 @@ def check_loadable(target: ModelUnderTest) -> None:
     if target.load_in_4bit:
         raise FactinjectError(f"the {target.label} model is 4-bit NF4 (bitsandbytes), which vLLM cannot load",
                               where=target.path, fix=NO_NF4_FIX)
-
-
-def _prompts(job: GenerateJob):
-    """(tokenizer, prompt token ids, stop ids), all from the run's own tokenizer and template."""
-    from factinject.backends.hf_generate import stop_ids_of
-    from factinject.models.base import ModelRef, load_tokenizer
-
-    target = job.target
-    tokenizer_ref = ModelRef(target.label, target.tokenizer, True) if target.tokenizer else \
-        ModelRef(target.label, target.path, target.local)
-    tokenizer = load_tokenizer(tokenizer_ref, chat_template=job.load.chat_template,
-                               trust_remote_code=job.load.trust_remote_code)
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
-                                             tokenize=True, return_dict=False) for q in job.questions]
-    return tokenizer, prompts, stop_ids_of(target.path, tokenizer, target.local)
 
 
 def _read_config(target: ModelUnderTest) -> dict:
