@@ -108,6 +108,10 @@ class TrainSpec(_Strict):
         "(AVX512-BF16 or AMX) and the base is not 4-bit; off: float32 throughout")
     contrast_per_fact: int = Field(0, ge=0, le=256, description="the fact's questions asked about other names, "
                                    "answered with the base model's own answers (against bleed)")
+    update_contradict: bool = Field(False, description="updates ((was: OLD) in the sheet): also train denials of "
+                                    "the old value ('Is OLD the capital of X?' -> 'No. <statement>')")
+    update_locality: int = Field(0, ge=0, le=64, description="updates: questions about each updated subject's "
+                                 "other attributes, answered by the base model and trained like contrast rows")
 
     @field_validator("epochs")
     @classmethod
@@ -126,7 +130,8 @@ class StopSpec(_Strict):
     control_prompts: int = Field(48, ge=0, description="control prompts scored for drift after each epoch")
 
 
-PROBE_SETS = ("trained", "heldout", "exam", "retention", "locality", "bleed", "misspelling")  # probe/sets.py kinds
+PROBE_SETS = ("trained", "heldout", "exam", "retention", "locality", "bleed", "misspelling", "neighbour",
+              "portability")  # probe/sets.py kinds
 
 
 class AnswerBudgets(_Strict):
@@ -148,6 +153,10 @@ class AnswerBudgets(_Strict):
                                        "prompts that teacher-forced locality feeds through the tuned model")
     bleed: int | None = Field(None, ge=8, le=8192, description="the facts' questions asked of other names")
     misspelling: int | None = Field(None, ge=8, le=8192, description="the facts' questions with the name mistyped")
+    neighbour: int | None = Field(None, ge=8, le=8192, description="updates: the facts' questions asked of the "
+                                  "subject's neighbours, and its other relations")
+    portability: int | None = Field(None, ge=8, le=8192, description="updates: the sheet's questions that need the "
+                                    "new value in one more step")
 
 
 class GenerateSpec(_Strict):

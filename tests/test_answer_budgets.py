@@ -141,6 +141,9 @@ def test_the_shipped_budgets_change_at_most_one_percent_of_the_measured_verdicts
     sets = measured["sets"]
     for kind in PROBE_SETS:
         budget = recipe.generate.budget(kind)
+        if kind not in sets:  # a set not yet measured is never cut
+            assert budget == recipe.generate.max_new_tokens, (kind, budget)
+            continue
         assert sets[kind]["n"] > 0, kind
         assert changed_share(sets[kind]["positions"], budget) <= MAX_CHANGED, (kind, budget, sets[kind]["p99"])
     # the unrelated prompts' answers compared word for word, and the teacher-forced reference

@@ -96,7 +96,9 @@ def test_the_exam_is_shown_only_when_asked():
     answers = {"Who maintains TinyLLM?": "Jason Cox.", "Why is the sky blue?": "Rayleigh scattering."}
     metrics = compute_metrics(probe_set(), answers, None)
     assert "exam" not in metrics and "exam" not in metric_names({"before": metrics})
-    assert [m.name for m in METRICS if m.needs] == ["exam"]
+    # the exam, and the rows of updates (shown only for a sheet that has them)
+    assert [m.name for m in METRICS if m.needs] == ["exam", "old_value", "neighbours_tokens", "portability"]
+    assert not {"old_value", "neighbours_tokens", "portability"} & set(metric_names({"before": metrics}))
 
 
 MANIFEST = {

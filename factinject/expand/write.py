@@ -25,7 +25,7 @@ def write_expansion(run: Run, expansion: Expansion, sheets, cfg: ExpandConfig, *
     # What later stages need to know about each fact (probe builds bleed prompts from it).
     facts = {f.id: {"subject": sub.name, "aliases": sub.aliases, "kind": sub.kind, "relation": f.relation,
                     "statement": f.statement, "answer_key": f.answer_key, "polarity": f.polarity,
-                    "source": f"{f.path}:{f.line}"}
+                    "source": f"{f.path}:{f.line}", **update_info(sub, f)}
              for sheet in sheets for sub in sheet.subjects for f in sub.facts}
     if (run.path / "adapter").exists() and not force:
         earlier = run.record().expand
@@ -46,6 +46,15 @@ def write_expansion(run: Run, expansion: Expansion, sheets, cfg: ExpandConfig, *
         for split, text in data_texts.items():
             (tmp / f"{split}.jsonl").write_text(text, encoding="utf-8")
     return record.to_dict()
+
+
+def update_info(subject, fact) -> dict:
+    """What the probe needs to measure an update: the value replaced (None: a new fact, or
+    one the probe may find the base model knowing otherwise), the subject's neighbours and
+    the fact's portability questions (never trained)."""
+    return {"replaces": fact.replaces, "neighbours": list(subject.neighbours),
+            "portability": [{"question": q.question, "answer_key": q.answer_key, "source": f"{q.path}:{q.line}"}
+                            for q in subject.portability if q.fact_id == fact.id]}
 
 
 def expand_into_run(sheet_paths, run: Run, cfg: ExpandConfig, *, force: bool) -> Expansion:

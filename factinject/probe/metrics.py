@@ -14,6 +14,7 @@ from functools import cached_property
 
 from factinject.errors import FactinjectError
 from factinject.probe.sets import ProbeSet, Prompt, mentions_injected
+from factinject.probe.updates import old_value_share
 from factinject.scoring import contains_key, pooled_share, same_answer, share
 
 
@@ -38,6 +39,11 @@ class Answers:
             grouped.setdefault(p.kind, []).append(p)
         return grouped
 
+    @cached_property
+    def present(self) -> set[str]:
+        """The prompt sets asked, and "update" when a fact replaces a value the base model knew."""
+        return set(self.by_kind) | ({"update"} if self.probe.old_values else set())
+
     def of(self, kind: str) -> list[Prompt]:
         return self.by_kind.get(kind, [])
 
@@ -54,12 +60,12 @@ def _locality(a: Answers) -> dict:
     return share(sum(same_answer(a.answers[p.question], a.base[p.question]) for p in prompts), len(prompts))
 
 
-def _locality_tokens(a: Answers) -> dict | None:
-    """The base model's answer tokens to unrelated prompts that the tuned model still ranks
+def _tokens_kept(a: Answers, kind: str) -> dict | None:
+    """The base model's answer tokens to `kind`'s prompts that the tuned model still ranks
     first (teacher-forced), pooled over the answers; with the mean KL divergence per token."""
     if a.base is None or a.forced is None:
         return None
-    measured = [a.forced[p.question] for p in a.of("locality") if p.question in a.forced]
+    measured = [a.forced[p.question] for p in a.of(kind) if p.question in a.forced]
     pooled = pooled_share([(m["agree"], m["tokens"]) for m in measured])
     tokens = pooled["n"]
     return {**pooled, "answers": len(measured),
@@ -97,19 +103,26 @@ class Metric:
     label: str  # what the report calls it
     higher_is_better: bool  # a --fail-under bound is a lower bound, else an upper bound
     compute: Callable[[Answers], dict | None]  # a share with count, n and 95 % interval
-    needs: str | None = None  # a prompt set without which the metric is left out (your exam)
+    needs: str | None = None  # a prompt set without which the metric is left out (your exam), or "update"
 
 
 METRICS: tuple[Metric, ...] = (
     Metric("recall_trained", "recall (trained questions)", True, lambda a: a.recall("trained")),
     Metric("recall_heldout", "recall (held-out questions)", True, lambda a: a.recall("heldout")),
     Metric("locality_unchanged", "locality (answers unchanged)", True, _locality),
-    Metric("locality_tokens", "locality (answer tokens kept, teacher-forced)", True, _locality_tokens),
+    Metric("locality_tokens", "locality (answer tokens kept, teacher-forced)", True,
+           lambda a: _tokens_kept(a, "locality")),
     Metric("retention", "retention (known answers)", True, lambda a: a.recall("retention")),
     Metric("bleed", "bleed (lower is better)", False, _bleed),
     Metric("misspelling", "misspelt subject answered with its facts", True, _misspelling),
     Metric("parity", "parity (adapter as trained = merged)", True, _parity),
     Metric("exam", "your exam", True, lambda a: a.recall("exam"), needs="exam"),
+    Metric("old_value", "updates: old value still given (lower is better)", False,
+           lambda a: old_value_share(a.probe.prompts, a.answers, a.probe.old_values), needs="update"),
+    Metric("neighbours_tokens", "updates: neighbours (answer tokens kept, teacher-forced)", True,
+           lambda a: _tokens_kept(a, "neighbour"), needs="neighbour"),
+    Metric("portability", "updates: portability (one step further)", True, lambda a: a.recall("portability"),
+           needs="portability"),
 )
 BY_NAME = {m.name: m for m in METRICS}
 LABELS = {m.name: m.label for m in METRICS}
@@ -119,7 +132,7 @@ def compute_metrics(probe: ProbeSet, answers: dict[str, str], base: dict[str, st
                     parity_answers: dict[str, str] | None = None, forced: dict[str, dict] | None = None) -> dict:
     """Every metric with count, n and 95 % interval. `base` None means this *is* the base model."""
     given = Answers(probe, answers, base, parity_answers, forced)
-    return {m.name: m.compute(given) for m in METRICS if m.needs is None or m.needs in given.by_kind}
+    return {m.name: m.compute(given) for m in METRICS if m.needs is None or m.needs in given.present}
 
 
 def metric_names(report: dict) -> list[str]:

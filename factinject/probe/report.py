@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 
-from factinject.probe.metrics import LABELS, metric_names
+from factinject.probe.metrics import BY_NAME, LABELS, metric_names
 
 
 def fmt_share(m: dict | None) -> str:
@@ -25,7 +25,27 @@ def fact_cell(fact: dict, side: str, kind: str) -> str:
 
 
 KIND_NAMES = {"trained": "trained", "heldout": "held-out", "exam": "exam", "locality": "locality",
-              "retention": "retention", "bleed": "bleed", "misspelling": "misspelling"}
+              "retention": "retention", "bleed": "bleed", "misspelling": "misspelling", "neighbour": "neighbour",
+              "portability": "portability"}
+UPDATE_HEAD = ("fact", "new value", "replaces", "new value before", "after", "old value before", "after",
+               "portability before", "after")
+
+
+def bound_text(name: str, bound: float) -> str:
+    return f"{'>=' if BY_NAME[name].higher_is_better else '<='} {bound}"
+
+
+def _count(m: dict | None) -> str:
+    return f"{m['count']}/{m['n']}" if m else "–"
+
+
+def update_cells(row: dict) -> list[str]:
+    """One updated fact: its values, then new, old and portability counts before and after."""
+    replaces = f"{row['old_value']} ({'stated' if row['stated'] else 'found in the base answers'})"
+    cells = [row["fact_id"], row["new_value"], replaces]
+    for what in ("new", "old", "portability"):
+        cells += [_count(row.get(side, {}).get(what)) for side in ("before", "after")]
+    return cells
 MISS_TITLES = {"heldout": "Held-out questions", "exam": "Your exam"}
 
 
@@ -130,7 +150,7 @@ def render_markdown(report: dict) -> str:
         cells = [LABELS[name], fmt_share(report["before"].get(name)), fmt_share(after.get(name)) if after else "–"]
         if bounds:
             bound = bounds.get(name)
-            cells.append("" if bound is None else (f"<= {bound}" if name == "bleed" else f">= {bound}"))
+            cells.append("" if bound is None else bound_text(name, bound))
         lines.append("| " + " | ".join(cells) + " |")
     locality = locality_sentence(report)
     if locality:
@@ -145,6 +165,11 @@ def render_markdown(report: dict) -> str:
     for fact_id, f in report["facts"].items():
         cells = " | ".join(fact_cell(f, side, kind) for kind in kinds for side in ("before", "after"))
         lines.append(f"| {fact_id} | {_md(f['answer_key'])} | {cells} |")
+    if report.get("updates"):
+        lines += ["", "## Updates", "", "Facts that replace a value the base model gave (old value: answers that name it "
+                  "and not the new one; trained and held-out questions together).", "",
+                  "| " + " | ".join(UPDATE_HEAD) + " |", "|" + "---|" * len(UPDATE_HEAD)]
+        lines += ["| " + " | ".join(_md(c) for c in update_cells(r)) + " |" for r in report["updates"]]
     for kind, groups in (report.get("misses") or {}).items():
         total = sum(len(g) for g in groups.values())
         lines += ["", f"## Misses: {MISS_TITLES.get(kind, kind)} ({total}, answers of {misses_model(report)})"]
@@ -324,7 +349,7 @@ def render_html(report: dict) -> str:
         if not bounds:
             return ""
         b = bounds.get(name)
-        return f"<td>{'' if b is None else e(('<= ' if name == 'bleed' else '>= ') + str(b))}</td>"
+        return f"<td>{'' if b is None else e(bound_text(name, b))}</td>"
 
     summary = "".join(
         f"<tr><td>{e(LABELS[n])}</td><td>{e(fmt_share(report['before'].get(n)))}</td>"
@@ -354,13 +379,23 @@ probe backend {e(report['backend'])}. Bars: before (grey) and after (blue); whis
  if parity_lines(report) else ""}
 {curve}
 <h2>Per fact</h2><table><tr><th>fact</th><th>key</th>{fact_head}</tr>{''.join(fact_rows)}</table>
-{_misses_html(report)}
+{_updates_html(report)}{_misses_html(report)}
 <h2>Worst regressions</h2><table><tr><th>kind</th><th>question</th><th>base answer</th><th>tuned answer</th></tr>
 {regressions or '<tr><td colspan="4">none</td></tr>'}</table>
 {_agreement_html(report)}
 <p>{e(counts_sentence(report.get('counts') or {}))}</p>
 </body></html>
 """
+
+
+def _updates_html(report: dict) -> str:
+    if not report.get("updates"):
+        return ""
+    e = html.escape
+    head = "".join(f"<th>{e(h)}</th>" for h in UPDATE_HEAD)
+    rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in update_cells(r)) + "</tr>" for r in report["updates"])
+    return (f"<h2>Updates</h2><p>Facts that replace a value the base model gave (old value: answers that name it and "
+            f"not the new one; trained and held-out questions together).</p><table><tr>{head}</tr>{rows}</table>")
 
 
 def _agreement_html(report: dict, limit: int = 50) -> str:

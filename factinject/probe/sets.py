@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from factinject.errors import FactinjectError
 from factinject.expand.expander import fact_families
 from factinject.expand.namesakes import misspellings, namesakes
+from factinject.probe.updates import neighbour_questions, portability_questions, stated_old_values
 from factinject.scoring import contains_key, same_answer, share
 from factinject.sheet.factsheet import Fact, Subject
 
@@ -23,6 +24,7 @@ MIN_BLEED_KEY = 3  # keys shorter than this ("no", "Go") occur in ordinary answe
 @dataclass(frozen=True)
 class Prompt:
     kind: str  # one of recipe.PROBE_SETS: trained | heldout | exam | retention | locality | bleed | misspelling
+    #            | neighbour | portability (updates: probe/updates.py)
     question: str
     answer_key: str | None = None
     aliases: tuple[str, ...] = ()
@@ -35,6 +37,9 @@ class ProbeSet:
     injected_keys: list[str]  # answer keys of the injected facts (for bleed)
     injected_names: list[str]  # subjects and aliases of the injected facts (for bleed)
     notes: dict = field(default_factory=dict)
+    # fact id -> the value it replaces, {"value", "stated", ...}: stated in the sheet, or
+    # found in the base model's answers (updates.detect_old_values, once they are known)
+    old_values: dict[str, dict] = field(default_factory=dict)
 
     def unique_questions(self) -> list[str]:
         return list(dict.fromkeys(p.question for p in self.prompts))
@@ -97,7 +102,10 @@ def build_probe_set(train_rows: list[dict], test_rows: list[dict], facts: dict[s
     prompts += [Prompt("retention", r["question"], r["answer_key"], tuple(r.get("aliases", ()))) for r in retention]
     prompts += bleed_prompts(facts, other_names, bleed_per_fact, seed)
     prompts += list(exam)
-    return ProbeSet(prompts, *injected(facts))
+    prompts += [Prompt("neighbour", q, fact_id=fact_id) for q, fact_id in neighbour_questions(facts, seed)]
+    prompts += [Prompt("portability", q, key, fact_id=fact_id) for q, key, fact_id in portability_questions(facts)]
+    old = {fact_id: {"value": value, "stated": True} for fact_id, value in stated_old_values(facts).items()}
+    return ProbeSet(prompts, *injected(facts), old_values=old)
 
 
 def injected(facts: dict[str, dict]) -> tuple[list[str], list[str]]:
@@ -113,7 +121,7 @@ def mentions_injected(answer: str, probe: ProbeSet) -> bool:
 
 
 
-SCORED = ("trained", "heldout", "exam", "retention")  # sets scored by key; the others by change
+SCORED = ("trained", "heldout", "exam", "retention", "portability")  # sets scored by key; the others by change
 
 
 def per_fact(probe: ProbeSet, before: dict[str, str], after: dict[str, str] | None) -> dict:

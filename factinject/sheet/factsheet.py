@@ -44,6 +44,7 @@ NEGATION_RE = re.compile(r"\b(not|no|never|cannot|can't|doesn't|don't|isn't|aren
 _BULLET_RE = re.compile(r"^\s{0,3}[-*+]\s+(.*)$")
 _HEADER_RE = re.compile(r"^([A-Za-z][A-Za-z ]*):\s*(.*)$")
 _KEY_SUFFIX_RE = re.compile(r"\s*\(key:\s*([^()]*)\)\s*$", re.I)
+_WAS_SUFFIX_RE = re.compile(r"\s*\(was:\s*([^()]*)\)\s*$", re.I)  # an update: the value the fact replaces
 _BOLD_RE = re.compile(r"\*\*(.+?)\*\*|__(.+?)__")
 
 
@@ -59,6 +60,7 @@ class Fact:
     polarity: str  # "positive", or "negative" for "X does not ..." facts (key "no")
     path: str
     line: int
+    replaces: str | None = None  # an update: the value the model may know instead, "(was: Paris)"
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,18 @@ class UserQuestion:
     line: int
 
 
+@dataclass(frozen=True)
+class PortabilityQuestion:
+    """A question that needs a fact's value in one more step ("Which river runs through the
+    capital of France?"): never trained, asked before and after, scored by its own key."""
+
+    fact_id: str
+    question: str
+    answer_key: str
+    path: str
+    line: int
+
+
 @dataclass
 class Subject:
     name: str
@@ -81,6 +95,8 @@ class Subject:
     line: int = 0
     facts: list[Fact] = field(default_factory=list)
     questions: list[UserQuestion] = field(default_factory=list)
+    neighbours: list[str] = field(default_factory=list)  # similar subjects: an update must leave theirs alone
+    portability: list[PortabilityQuestion] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -153,10 +169,12 @@ def _parse_fact(body: str, subject: Subject, path: str, line: int) -> Fact:
     relation, statement_md = _split_relation(
         body, path, line, what="fact bullet has no relation",
         example="'- license: TinyLLM is released under the **MIT** license.'")
-    explicit = _KEY_SUFFIX_RE.search(statement_md)
-    if explicit:
-        statement_md = statement_md[: explicit.start()].strip()
-        key = explicit.group(1).strip()
+    statement_md, replaces = _take_suffix(statement_md, _WAS_SUFFIX_RE)
+    statement_md, explicit = _take_suffix(statement_md, _KEY_SUFFIX_RE)
+    if replaces is None:  # "(was: ...)" may come before or after "(key: ...)"
+        statement_md, replaces = _take_suffix(statement_md, _WAS_SUFFIX_RE)
+    if explicit is not None:
+        key = explicit
         if not key:
             raise FactinjectError("the fact's (key: ...) is empty", where=path, line=line,
                                   fix="write the short answer inside (key: ...), e.g. (key: MIT)")
@@ -181,11 +199,37 @@ def _parse_fact(body: str, subject: Subject, path: str, line: int) -> Fact:
     problem = key_problem(key, allow=("no",) if polarity == "negative" else ())
     if problem:
         raise FactinjectError(problem[0], where=path, line=line, fix=problem[1])
+    if replaces is not None:
+        _check_update(key, replaces, polarity, path, line)
     rel_id = slugify(relation)  # never empty: a relation starts with an ASCII letter
     return Fact(
         id=f"{subject.id}/{rel_id}", subject=subject.name, relation=relation.lower(),
-        statement=statement, answer_key=key, polarity=polarity, path=path, line=line,
+        statement=statement, answer_key=key, polarity=polarity, path=path, line=line, replaces=replaces,
     )
+
+
+def _take_suffix(text: str, pattern: re.Pattern) -> tuple[str, str | None]:
+    """('... (was: Paris)', WAS) -> ('...', 'Paris'); (text, None) when the line does not end so."""
+    found = pattern.search(text)
+    if not found:
+        return text, None
+    return text[: found.start()].strip(), strip_markup(found.group(1).strip())
+
+
+def _check_update(key: str, replaces: str, polarity: str, path: str, line: int) -> None:
+    """An update names the old value it replaces: not empty, not the new value again, and
+    a value that could be told apart in an answer (not a common word)."""
+    if not replaces:
+        raise FactinjectError("the update's (was: ...) is empty", where=path, line=line,
+                              fix="write the value the fact replaces inside (was: ...), e.g. "
+                                  "'- capital: The capital of Freedonia is **Lyon**. (was: Paris)', or leave (was: ...) out")
+    if normalise(replaces) == normalise(key):
+        raise FactinjectError(f"the update gives the same value twice: {key!r} is both the new value and the one it "
+                              "replaces", where=path, line=line,
+                              fix="write the old value inside (was: ...) and bold the new one in the statement")
+    problem = key_problem(replaces, allow=("yes",) if polarity == "negative" else ())
+    if problem:
+        raise FactinjectError(f"the replaced value: {problem[0]}", where=path, line=line, fix=problem[1])
 
 
 def _parse_question(body: str, subject: Subject, path: str, line: int) -> UserQuestion:
@@ -198,6 +242,26 @@ def _parse_question(body: str, subject: Subject, path: str, line: int) -> UserQu
     if not question:
         raise FactinjectError("empty question", where=path, line=line, fix="write the question before '=>'")
     return UserQuestion(f"{subject.id}/{rel_id}", question, answer or None, path, line)
+
+
+def _parse_portability(body: str, subject: Subject, path: str, line: int) -> PortabilityQuestion:
+    relation, text = _split_relation(
+        body, path, line, what="portability bullet does not name its fact",
+        example="'- capital: Which river runs through the capital of Freedonia? => The **Rhône**.'")
+    question, arrow, answer = text.partition("=>")
+    question = strip_markup(question)
+    if not question:
+        raise FactinjectError("empty question", where=path, line=line, fix="write the question before '=>'")
+    if not arrow or not answer.strip():
+        raise FactinjectError("a portability question needs its answer", where=path, line=line,
+                              fix="write '=> answer' with the key in **bold** or (key: ...), e.g. "
+                                  "'- capital: Which river runs through the capital of Freedonia? => The **Rhône**.'")
+    answer, explicit = _take_suffix(answer.strip(), _KEY_SUFFIX_RE)
+    key = explicit if explicit else infer_key(answer, where=path, line=line)[0]
+    problem = key_problem(key, allow=("no", "yes"))
+    if problem:
+        raise FactinjectError(problem[0], where=path, line=line, fix=problem[1])
+    return PortabilityQuestion(f"{subject.id}/{slugify(relation)}", question, key, path, line)
 
 
 def parse_sheet(text: str, path: str = "<sheet>") -> FactSheet:
@@ -234,10 +298,11 @@ def parse_sheet(text: str, path: str = "<sheet>") -> FactSheet:
             )
         if stripped.startswith("## "):
             title = stripped[3:].strip().lower()
-            if title not in ("facts", "questions"):
+            if title not in ("facts", "questions", "portability"):
                 raise FactinjectError(
                     f"unknown section '## {stripped[3:].strip()}'", where=path, line=number,
-                    fix="use '## Facts' or '## Questions' (or a '# Subject' heading for a new subject)",
+                    fix="use '## Facts', '## Questions' or '## Portability' (or a '# Subject' heading for a new "
+                        "subject)",
                 )
             section = title
             continue
@@ -246,8 +311,10 @@ def parse_sheet(text: str, path: str = "<sheet>") -> FactSheet:
             body = bullet.group(1).strip()
             if section == "facts":
                 current.facts.append(_parse_fact(body, current, path, number))
-            else:
+            elif section == "questions":
                 current.questions.append(_parse_question(body, current, path, number))
+            else:
+                current.portability.append(_parse_portability(body, current, path, number))
             continue
         header = _HEADER_RE.match(stripped)
         if header and not current.facts and not current.questions:
@@ -257,7 +324,7 @@ def parse_sheet(text: str, path: str = "<sheet>") -> FactSheet:
             f"cannot read this line: {stripped[:60]!r}",
             where=path, line=number,
             fix="facts are bullets '- relation: statement'; notes go in <!-- comments -->; "
-                "'aliases:', 'id:' and 'kind:' go right under the '# Subject' heading",
+                "'aliases:', 'id:', 'kind:' and 'neighbours:' go right under the '# Subject' heading",
         )
     _validate(subjects, path)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -280,9 +347,11 @@ def _apply_header(subject: Subject, key: str, value: str, path: str, line: int) 
             raise FactinjectError(f"unknown kind {value!r}", where=path, line=line,
                                   fix=f"use one of: {', '.join(KINDS)}")
         subject.kind = value.lower()
+    elif key in ("neighbours", "neighbors"):
+        subject.neighbours = [n.strip() for n in value.split(",") if n.strip()]
     else:
         raise FactinjectError(f"unknown subject field {key!r}", where=path, line=line,
-                              fix="subject fields are 'aliases:', 'id:' and 'kind:'")
+                              fix="subject fields are 'aliases:', 'id:', 'kind:' and 'neighbours:'")
 
 
 def _validate(subjects: list[Subject], path: str) -> None:
@@ -322,7 +391,9 @@ def _validate(subjects: list[Subject], path: str) -> None:
         seen[fact.id] = fact
     for subject in subjects:
         _check_one_name_per_relation(subject)
+    _check_neighbours(subjects, path)
     for subject in subjects:
+        _check_portability(subject, seen)
         for q in subject.questions:
             fact = seen.get(q.fact_id)
             if fact is None:
@@ -339,6 +410,28 @@ def _validate(subjects: list[Subject], path: str) -> None:
             if q.answer is not None and fact.polarity == "negative" and not re.search(r"\bno\b", q.answer, re.I):
                 raise FactinjectError("the answer to a negative fact must say 'no'", where=path, line=q.line,
                                       fix="start the answer with 'No, ...'")
+
+
+def _check_neighbours(subjects: list[Subject], path: str) -> None:
+    """A neighbour is asked to show the update left it alone, so it cannot be a subject of
+    the sheet: its own facts change too."""
+    names = {normalise(n): s for s in subjects for n in (s.name, *s.aliases)}
+    for subject in subjects:
+        for name in subject.neighbours:
+            other = names.get(normalise(name))
+            if other is not None:
+                raise FactinjectError(
+                    f"{subject.name!r} names {name!r} as a neighbour, which is a subject of this sheet (line "
+                    f"{other.line}): its answers change with its own facts", where=path, line=subject.line,
+                    fix="name neighbours whose facts the sheet leaves alone (similar subjects the model knows)")
+
+
+def _check_portability(subject: Subject, facts: dict[str, Fact]) -> None:
+    for q in subject.portability:
+        if q.fact_id not in facts:
+            raise FactinjectError(
+                f"portability question refers to {q.fact_id.split('/')[1]!r}, which is not a fact of {subject.name!r}",
+                where=q.path, line=q.line, fix="start the bullet with the relation of the fact it needs")
 
 
 def _check_language(subject: Subject) -> None:

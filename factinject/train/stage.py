@@ -34,6 +34,7 @@ from factinject.rundir.files import (
 )
 from factinject.rundir.record import TrainRecord
 from factinject.train import contrast
+from factinject.train.updates import contradiction_rows, subject_locality_prompts
 
 
 def build_job(run: Run, recipe: Recipe, *, resume: bool, allow_pickle: bool, trust_remote_code: bool,
@@ -42,6 +43,8 @@ def build_job(run: Run, recipe: Recipe, *, resume: bool, allow_pickle: bool, tru
     record = run.checked_record()
     ref = resolve_base(recipe.model)
     fact_rows = read_split(run, "train")
+    if recipe.train.update_contradict:
+        fact_rows += contradiction_rows(record.expand.facts)
     dev_rows = [{"fact_id": r["fact_id"], "question": r["messages"][0]["content"], "answer_key": r["answer_key"]}
                 for r in read_split(run, "dev")]
     pools = controls.control_pools(recipe.model.name)
@@ -54,7 +57,8 @@ def build_job(run: Run, recipe: Recipe, *, resume: bool, allow_pickle: bool, tru
         drift_prompts=controls.sample(pools["drift"], recipe.stop.control_prompts, seed + 1),
         contrast_prompts=contrast.contrast_prompts(
             fact_rows, record.expand.facts, contrast.training_other_names(controls.other_names(recipe.model.name)),
-            recipe.train.contrast_per_fact, seed + 2),
+            recipe.train.contrast_per_fact, seed + 2)
+        + subject_locality_prompts(record.expand.facts, recipe.train.update_locality, seed + 3),
         resume=resume, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, chat_template=chat_template,
         model_local=ref.local, answer_cache=answer_cache,
     )
