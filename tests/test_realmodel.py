@@ -89,3 +89,40 @@ def test_smollm2_learns_three_facts_and_keeps_what_it_knew(workdir, monkeypatch)
 
 
 EPOCHS = 3
+
+
+def test_smollm2_takes_updates_of_capitals_it_knows_and_leaves_the_neighbours(workdir, monkeypatch):
+    """facts/capitals.md: five capitals SmolLM2 names right, moved to other cities. The probe
+    reports the old value, the neighbours and portability; the adapter is probed (no export)."""
+    from conftest import FACTS
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    (workdir / "capitals.md").write_text((FACTS / "capitals.md").read_text(encoding="utf-8"), encoding="utf-8")
+    (workdir / "ci.yaml").write_text(yaml.safe_dump({
+        "extends": "smollm2-135m-instruct.yaml", "train": {"epochs": EPOCHS},
+        "stop": {"control_prompts": 16}, "generate": {"max_new_tokens": 96, "probe_trained_per_fact": 6}}))
+    invoke("expand", "capitals.md")
+    invoke("train", "--recipe", "ci.yaml")
+    invoke("probe")
+    report = json.loads((workdir / "exports" / "capitals" / "reports" / "report.json").read_text())
+    before, after = report["before"], report["after"]
+    updates = {r["fact_id"]: r for r in report["updates"]}
+    assert set(updates) == {f"{c}/capital" for c in ("france", "japan", "canada", "australia", "egypt")}
+    assert all(r["stated"] for r in updates.values())
+    # It knew the old capitals (the sheet was written from its own answers) ...
+    assert before["old_value"]["share"] >= UPDATE_BOUNDS["old_before"], before["old_value"]
+    # ... and now gives the new ones, and the old ones far less.
+    assert after["recall_trained"]["share"] >= UPDATE_BOUNDS["new_after"], after["recall_trained"]
+    assert after["old_value"]["share"] <= before["old_value"]["share"] - UPDATE_BOUNDS["old_drop"], after["old_value"]
+    # The neighbours (other countries' capitals, the subjects' other attributes) are read
+    # teacher-forced, as locality is; portability is reported.
+    neighbours = after["neighbours_tokens"]
+    assert neighbours["answers"] >= 5 * 3 and neighbours["share"] >= UPDATE_BOUNDS["neighbours"], neighbours
+    assert after["portability"]["n"] == 3
+    print({k: after[k]["share"] for k in ("recall_trained", "recall_heldout", "old_value", "neighbours_tokens",
+                                          "portability")})
+
+
+# Measured on the shipped recipe at CI's budgets (docs/benchmarks.md "Updates on SmolLM2"),
+# with a margin: a method change that loses them fails here.
+UPDATE_BOUNDS = {"old_before": 0.6, "new_after": 0.75, "old_drop": 0.3, "neighbours": 0.7}

@@ -88,8 +88,11 @@ def probe_of(facts):
              "messages": [{"role": "user", "content": "Which city is the capital of France?"}]},
             {"fact_id": "france/anthem", "answer_key": "Ode to Joy",
              "messages": [{"role": "user", "content": "What is the anthem of France?"}]}]
-    return build_probe_set(train, test, facts, locality=["Write a haiku."], retention=[], other_names=["Orvane"],
-                           bleed_per_fact=1, seed=0)
+    retention = [{"question": "Which city is the capital of France?", "answer_key": "Paris"},  # a fact's question
+                 {"question": "Where does the French government sit?", "answer_key": "Paris"},  # the old value
+                 {"question": "Symbol for gold?", "answer_key": "Au"}]
+    return build_probe_set(train, test, facts, locality=["Write a haiku."], retention=retention,
+                           other_names=["Orvane"], bleed_per_fact=1, seed=0)
 
 
 def test_neighbours_and_portability_are_probed_and_scored():
@@ -103,6 +106,10 @@ def test_neighbours_and_portability_are_probed_and_scored():
     assert [(p.question, p.answer_key) for p in probe.prompts if p.kind == "portability"] == [
         ("Which two rivers meet in the capital of France?", "Saone")]
     assert probe.old_values == {"france/capital": {"value": "Paris", "stated": True}}
+    # Known answers that the update replaces measure the update, not what the model kept.
+    assert [p.question for p in probe.prompts if p.kind == "retention"] == ["Symbol for gold?"]
+    assert probe.notes["known_answers_contradicted"] == ["Which city is the capital of France?",
+                                                         "Where does the French government sit?"]
 
     questions = probe.unique_questions()
     base = {q: "The capital of France is Paris." if "france" in q.lower() and "capital" in q.lower() else "I am not sure." for q in questions}

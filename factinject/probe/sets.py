@@ -15,7 +15,7 @@ from factinject.errors import FactinjectError
 from factinject.expand.expander import fact_families
 from factinject.expand.namesakes import misspellings, namesakes
 from factinject.probe.updates import neighbour_questions, portability_questions, stated_old_values
-from factinject.scoring import contains_key, same_answer, share
+from factinject.scoring import contains_key, normalise, same_answer, share
 from factinject.sheet.factsheet import Fact, Subject
 
 MIN_BLEED_KEY = 3  # keys shorter than this ("no", "Go") occur in ordinary answers; bleed checks skip them
@@ -96,6 +96,8 @@ def build_probe_set(train_rows: list[dict], test_rows: list[dict], facts: dict[s
                     retention: list[dict], other_names: list[str], exam: list[Prompt] = (), bleed_per_fact: int = 3,
                     seed: int = 0) -> ProbeSet:
     """All prompts of one probe. `facts` maps fact id -> subject/relation/statement/key/polarity/aliases."""
+    retention, contradicted = kept_known_answers(retention, facts, [r["messages"][0]["content"] for r in
+                                                                      [*train_rows, *test_rows]])
     prompts = [Prompt("trained", r["messages"][0]["content"], r["answer_key"], fact_id=r["fact_id"]) for r in train_rows]
     prompts += [Prompt("heldout", r["messages"][0]["content"], r["answer_key"], fact_id=r["fact_id"]) for r in test_rows]
     prompts += [Prompt("locality", q) for q in locality]
@@ -105,7 +107,18 @@ def build_probe_set(train_rows: list[dict], test_rows: list[dict], facts: dict[s
     prompts += [Prompt("neighbour", q, fact_id=fact_id) for q, fact_id in neighbour_questions(facts, seed)]
     prompts += [Prompt("portability", q, key, fact_id=fact_id) for q, key, fact_id in portability_questions(facts)]
     old = {fact_id: {"value": value, "stated": True} for fact_id, value in stated_old_values(facts).items()}
-    return ProbeSet(prompts, *injected(facts), old_values=old)
+    notes = {"known_answers_contradicted": contradicted} if contradicted else {}
+    return ProbeSet(prompts, *injected(facts), notes=notes, old_values=old)
+
+
+def kept_known_answers(retention: list[dict], facts: dict[str, dict], fact_questions: list[str]) -> tuple[list, list]:
+    """(kept, left out): a known answer that an update replaces ("What is the capital of
+    France?" -> Paris, when the sheet says Lyon (was: Paris)), or whose question is one of
+    the facts' own, measures the update, not what the model kept."""
+    old = {normalise(v) for v in stated_old_values(facts).values()}
+    asked = {normalise(q) for q in fact_questions}
+    out = [r for r in retention if normalise(r["answer_key"]) in old or normalise(r["question"]) in asked]
+    return [r for r in retention if r not in out], [r["question"] for r in out]
 
 
 def injected(facts: dict[str, dict]) -> tuple[list[str], list[str]]:

@@ -358,6 +358,8 @@ def run_probe(run: Run, *, backend: str = "auto", exams: Sequence[Exam] = (), bo
         "after": compute_metrics(probe, after, before, parity, forced) if after else None,
         "facts": per_fact(probe, before, after),
         "updates": update_rows(probe, before, after),
+        # known answers an update replaces ("capital of France?" -> Paris): left out of retention
+        "known_answers_left_out": probe.notes.get("known_answers_contradicted", []),
         "thresholds": bounds,
         "export_parity": record.merged_export().parity if tuned_label == "merged" else
         (gguf or {}).get("parity") if tuned_label == "gguf" else None,
