@@ -102,6 +102,9 @@ class TrainSpec(_Strict):
         "tokens", description="what a replayed row teaches: tokens, the base model's greedy answer (cross-entropy); "
         "kl, the base model's whole next-token distribution at each of its positions (KL(base || tuned), the "
         "base being the model with the adapter switched off): an anchor to the base, not to one answer")
+    contrast_loss: Literal["tokens", "kl"] = Field(
+        "tokens", description="what a contrast row (a fact's question about another name, an updated subject's other "
+        "attributes; the base model's answer) teaches: tokens or kl, as replay_loss")
     cpu_autocast: Literal["auto", "bfloat16", "off"] = Field(
         "auto", description="training on a CPU: matrix products in bfloat16 (torch.autocast; the weights, the "
         "adapter and the loss stay float32), as a GPU trains. auto: where the CPU multiplies bfloat16 natively "

@@ -136,6 +136,18 @@ def test_training_rows_mark_the_anchor_sources():
     assert sum(x >= ANCHOR for x in replayed["labels"]) == sum(x != -100 for x in plain["labels"]) > 0
 
 
+def test_replay_and_contrast_rows_are_anchored_as_the_recipe_says():
+    from factinject.backends.sft import anchored_sources
+    from factinject.recipe import load_recipe
+
+    recipe = load_recipe("smollm2-135m-instruct")
+    assert anchored_sources(recipe) == ()
+    for replay, contrast, expected in (("kl", "tokens", ("replay",)), ("tokens", "kl", ("contrast",)),
+                                       ("kl", "kl", ("replay", "contrast"))):
+        train = recipe.train.model_copy(update={"replay_loss": replay, "contrast_loss": contrast})
+        assert anchored_sources(recipe.model_copy(update={"train": train})) == expected
+
+
 def test_cpu_autocast_runs_the_products_in_bfloat16_and_keeps_the_adapter_float32():
     """train.cpu_autocast: the CPU trainer's step multiplies in bfloat16 (a LoRA layer's
     output is bfloat16), the loss and the adapter's gradients stay float32 and close to

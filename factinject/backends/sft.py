@@ -168,6 +168,13 @@ def length_groups(lengths: list[int], overhead: int) -> list[list[int]]:
     return groups[::-1]
 
 
+def anchored_sources(recipe: Recipe) -> tuple[str, ...]:
+    """The row sources trained on the base model's distribution (train.replay_loss and
+    train.contrast_loss set to kl) rather than on its one greedy answer."""
+    return tuple(source for source, loss in (("replay", recipe.train.replay_loss),
+                                             ("contrast", recipe.train.contrast_loss)) if loss == "kl")
+
+
 def training_rows(tokenizer, rows: list[dict], max_len: int, anchor_sources: tuple[str, ...] = ()) -> list[dict]:
     """Rows as {"input_ids", "labels"}: the loss covers the answer and its end-of-turn
     token only (chat.encode_for_training). Rows from `anchor_sources` (e.g. "replay")
@@ -240,12 +247,12 @@ def run_sft(job: TrainJob, model, tokenizer, *, engine: str, base_identity: dict
     replay = conversations(reference.replay)
     contrast = conversations(reference.contrast)
     rows = mix_replay(job.fact_rows, replay, recipe.train.replay_ratio, recipe.train.seed, contrast)
-    anchored = ("replay",) if recipe.train.replay_loss == "kl" else ()
+    anchored = anchored_sources(recipe)
     if anchored and (trainer_class is not None or not labelled_positions_only(model)):
         raise FactinjectError("train.replay_loss: kl is trained by the hf engine's loss, on a model without logit "
                               "soft-capping",
                               fix=f"this run has the {engine} engine and a {type(model).__name__}: train with "
-                                  "--backend hf, or set train.replay_loss: tokens")
+                                  "--backend hf, or set train.replay_loss and train.contrast_loss to tokens")
     dataset = Dataset.from_list(training_rows(tokenizer, rows, recipe.model.max_seq_length, anchored))
 
     if peft_transform is None:
