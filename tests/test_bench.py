@@ -60,3 +60,23 @@ def test_quality_finds_the_exam_next_to_the_sheet():
     quality = _load("quality")
     assert quality.exam_path("facts/tinyllm.md") == REPO / "facts" / "tinyllm.exam.jsonl"
     assert quality.exam_path("facts/kestrel.md") is None
+
+
+def test_the_pareto_chart_takes_any_two_probe_metrics_and_rings_the_front():
+    pareto = _load("pareto")
+
+    def run(config, heldout, kept, neighbours, bleed):
+        share = lambda v: {"share": v}  # noqa: E731
+        return {"config": config, "after": {"recall_heldout": share(heldout), "locality_tokens": share(kept),
+                                            "neighbours_tokens": share(neighbours), "bleed": share(bleed)}}
+
+    rows = [run("a", 0.9, 0.85, 0.80, 0.0), run("a", 1.0, 0.95, 0.90, 0.1), run("b", 0.9, 0.99, 0.70, 0.0)]
+    default = {p["config"]: p for p in pareto.points(rows)}
+    assert default["a"]["recall"] == pytest.approx(0.95) and default["a"]["kept"] == pytest.approx(0.90)
+    assert default["a"]["runs"] == 2 and default["a"]["bleed"] == pytest.approx(0.05)
+    pts = pareto.points(rows, x="neighbours_tokens")
+    by = {p["config"]: p for p in pts}
+    assert by["b"]["kept"] == pytest.approx(0.70)
+    assert pareto.on_front(by["a"], pts) and not pareto.on_front(by["b"], pts), "a is better on both axes"
+    page = pareto.svg(pts, "t", "neighbours kept", "held-out")
+    assert "neighbours kept" in page and page.count("<circle") == 2 and 'stroke="black" stroke-width="2"' in page
