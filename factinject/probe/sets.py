@@ -11,12 +11,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from factinject.errors import FactinjectError
-from factinject.expand.expander import fact_families
 from factinject.expand.namesakes import misspellings, namesakes
-from factinject.probe.updates import neighbour_questions, portability_questions, stated_old_values
+from factinject.probe.updates import neighbour_questions, portability_questions, questions_about, stated_old_values
 from factinject.scoring import contains_key, normalise, same_answer, share
-from factinject.sheet.factsheet import Fact, Subject
 
 MIN_BLEED_KEY = 3  # keys shorter than this ("no", "Go") occur in ordinary answers; bleed checks skip them
 
@@ -61,18 +58,12 @@ def bleed_prompts(subjects: dict[str, dict], other_names: list[str], per_fact: i
     rng = random.Random(seed)
     prompts: list[Prompt] = []
     for fact_id, info in subjects.items():
-        fact = Fact(id=fact_id, subject=info["subject"], relation=info["relation"], statement=info["statement"],
-                    answer_key=info["answer_key"], polarity=info["polarity"], path="", line=0)
         avoid = [info["subject"], *info.get("aliases", [])]
         candidates = namesakes(info["subject"], avoid) + rng.sample(other_names, min(3, len(other_names)))
         for name in rng.sample(candidates, min(per_fact, len(candidates))):
-            statement = fact.statement.replace(info["subject"], name)
-            other = Fact(**{**fact.__dict__, "subject": name, "statement": statement})
-            try:
-                families, _ = fact_families(other, Subject(name=name, id="x", kind=info.get("kind", "thing")))
-            except FactinjectError:
+            questions = questions_about(info, name)
+            if not questions:
                 continue
-            questions = sorted(q for qs in families.values() for q in qs)
             kind = "misspelling" if name in misspellings(info["subject"]) else "bleed"
             prompts.append(Prompt(kind, rng.choice(questions), fact_id=fact_id))
     return prompts

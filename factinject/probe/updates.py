@@ -73,16 +73,22 @@ def neighbour_questions(facts: dict[str, dict], seed: int) -> list[tuple[str, st
     return prompts
 
 
-def _asked_of(info: dict, name: str, rng: random.Random) -> str | None:
-    """One of the fact's own question forms, about `name` instead of the subject."""
+def questions_about(info: dict, name: str) -> list[str]:
+    """The fact's own question forms (sorted), asked of `name` instead of its subject; none
+    when the expander cannot ask them of that name."""
     fact = Fact(id="x/y", subject=name, relation=info["relation"],
                 statement=info["statement"].replace(info["subject"], name), answer_key=info["answer_key"],
                 polarity=info["polarity"], path="", line=0)
     try:
         families, _ = fact_families(fact, Subject(name=name, id="x", kind=info.get("kind", "thing")))
     except FactinjectError:
-        return None
-    questions = sorted(q for qs in families.values() for q in qs if name in q)
+        return []
+    return sorted(q for qs in families.values() for q in qs)
+
+
+def _asked_of(info: dict, name: str, rng: random.Random) -> str | None:
+    """One of the fact's own question forms that names `name`."""
+    questions = [q for q in questions_about(info, name) if name in q]
     return rng.choice(questions) if questions else None
 
 
