@@ -149,7 +149,7 @@ class TrainProgress:
         if decision.stop:
             why += f"; stopping: {decision.reason}"
         self.console.print(f"epoch {record.epoch}: loss {loss}  dev recall {record.dev_correct}/{record.dev_n}  "
-                           f"drift {record.drift_changed}/{record.drift_n}  -> {why}")
+                           f"drift {record.drift_text()}  -> {why}")
 
     def close(self) -> None:
         if self.live:
@@ -173,8 +173,8 @@ def explain_choice(curve, decision, stop) -> str:
         return f"{kept} (a fixed number of epochs: the latest is kept)"
     eligible = [r for r in curve if r.drift <= stop.max_drift]
     if not eligible:
-        return (f"{kept}: every epoch so far changed more than stop.max_drift {stop.max_drift} of the control answers; "
-                f"this one changed the fewest ({best.drift_changed}/{best.drift_n})")
+        return (f"{kept}: every epoch so far drifted more than stop.max_drift {stop.max_drift}; "
+                f"this one drifted the least ({best.drift_text()})")
     top = max(eligible, key=lambda r: (r.dev_recall, -r.epoch))
     last = curve[-1]
     if best is top:
@@ -184,8 +184,8 @@ def explain_choice(curve, decision, stop) -> str:
                f"({top.dev_correct}/{top.dev_n}, epoch {top.epoch}), and of near-ties the later epoch is kept")
     if last is not best:
         if last.drift > stop.max_drift:
-            why += (f"; epoch {last.epoch} is not kept: it changed {last.drift_changed}/{last.drift_n} control answers, "
-                    f"more than stop.max_drift {stop.max_drift}")
+            why += (f"; epoch {last.epoch} is not kept: its drift {last.drift_text()} is more than "
+                    f"stop.max_drift {stop.max_drift}")
         else:
             why += (f"; epoch {last.epoch} is not kept: its dev recall {last.dev_correct}/{last.dev_n} is more than "
                     f"stop.min_delta {stop.min_delta} below the best")

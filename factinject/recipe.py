@@ -129,7 +129,13 @@ class StopSpec(_Strict):
 
     patience: int = Field(2, ge=1, description="epochs without dev-recall gain before stopping")
     min_delta: float = Field(0.0, ge=0.0)
-    max_drift: float = Field(0.05, ge=0.0, le=1.0, description="largest tolerated share of changed control answers")
+    max_drift: float = Field(0.05, ge=0.0, le=1.0, description="largest tolerated drift: the share of control "
+                             "answers changed (drift: openings) or of their tokens not kept (drift: tokens)")
+    drift: Literal["openings", "tokens"] = Field(
+        "openings", description="how drift is read after each epoch: openings, the share of control prompts whose "
+        "greedy answer opening (32 tokens) differs from the base model's; tokens, the share of the base model's "
+        "answer tokens (the teacher_forced budget) the tuned model no longer ranks first, read teacher-forced as the "
+        "probe reads locality: one near-tie flipped early counts as one token, not as the whole answer")
     control_prompts: int = Field(48, ge=0, description="control prompts scored for drift after each epoch")
 
 

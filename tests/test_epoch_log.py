@@ -39,10 +39,34 @@ def test_a_new_best_and_a_fall_below_the_best():
 
 def test_drift_and_stopping_are_named():
     line = line_for([record(1, 20), record(2, 30, changed=20)])
-    assert "keeping epoch 1" in line and "epoch 2 is not kept: it changed 20/48 control answers" in line
+    assert "keeping epoch 1" in line and "epoch 2 is not kept: its drift 20/48 is more than" in line
     assert "stopping: drift" in line, line
-    assert "every epoch so far changed more than stop.max_drift" in line_for([record(1, 20, changed=9)])
+    assert "every epoch so far drifted more than stop.max_drift" in line_for([record(1, 20, changed=9)])
     assert "stopping: reached max_epochs 2" in line_for([record(1, 20), record(2, 30)], max_epochs=2)
+
+
+def tokens_record(epoch: int, correct: int, kept_share: float, prompts: int = 48) -> EpochRecord:
+    tokens = prompts * 200
+    changed = round((1 - kept_share) * tokens)
+    return EpochRecord(epoch=epoch, loss=1.0, dev_recall=correct / 43, dev_correct=correct, dev_n=43,
+                       drift=changed / tokens, drift_changed=changed, drift_n=tokens, seconds=1.0,
+                       drift_unit="tokens", drift_prompts=prompts)
+
+
+def test_drift_read_on_tokens_is_bounded_over_prompts_not_tokens():
+    """12 % of 9,600 tokens not kept: as 9,600 trials that is surely above 10 %, as 48
+    prompts it is not, and the tokens of one answer change together: training goes on."""
+    from factinject.train.policy import drift_lower_bound
+    from factinject.scoring import wilson_interval
+
+    rec = tokens_record(2, 30, kept_share=0.88)
+    assert wilson_interval(rec.drift_changed, rec.drift_n)[0] > 0.1
+    assert drift_lower_bound(rec) < 0.1
+    decision = choose_epoch([tokens_record(1, 20, 0.95), rec], STOP, None, 5)
+    assert not decision.stop and decision.best_epoch == 1, decision  # not kept (above 0.1), not stopped
+    assert drift_lower_bound(tokens_record(3, 30, kept_share=0.6)) > 0.1
+    line = line_for([tokens_record(1, 20, 0.95), rec])
+    assert "drift 1152/9600 tokens (12.0 %)" in line and "epoch 2 is not kept: its drift" in line, line
 
 
 def test_fixed_epochs():

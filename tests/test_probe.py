@@ -290,7 +290,7 @@ def test_curve_chart_labels_axes_the_drift_bound_and_a_readable_kept_epoch():
     curve = [{"epoch": i, "loss": 2.0 / i, "dev_recall": 0.2 * i, "dev_correct": i, "dev_n": 5, "drift": 0.02 * i,
               "drift_changed": i, "drift_n": 48, "seconds": 1.0} for i in range(1, 6)]
     svg = _curve_chart(curve, best=5, max_drift=0.1)
-    assert ">epoch</text>" in svg and "dev recall and drift (% of prompts)" in svg
+    assert ">epoch</text>" in svg and "dev recall and drift (%)" in svg
     assert 'class="bound"' in svg and "max drift 10%" in svg
     kept = re.search(r'<text x="([\d.]+)" y="[\d.]+" class="val" text-anchor="(\w+)">kept epoch 5', svg)
     width = float(re.search(r'viewBox="0 0 (\d+)', svg).group(1))

@@ -96,3 +96,45 @@ def test_turn_markers_from_a_llama3_template_keep_the_eot_in_the_loss():
     instruction, response = turn_markers(FakeTokenizer(LLAMA3))
     assert instruction == "<|start_header_id|>user<|end_header_id|>\n\n"
     assert response == "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+
+
+def test_drift_on_tokens_reads_the_base_answers_teacher_forced_on_the_testbed(tmp_path):
+    """stop.drift: tokens on a real model: an adapter that changes nothing keeps every
+    token of the base model's answers to the drift prompts; one that changes the weights
+    does not, and the epoch record says how many tokens of how many prompts."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from factinject import controls
+    from factinject.backends.epochs import EpochCallback, drift_budget
+    from factinject.backends.hf_generate import generate
+    from factinject.engines.records import TrainJob
+    from factinject.recipe import Recipe
+    from factinject.testbed import model_dir
+
+    recipe = Recipe.model_validate({"train": {"epochs": 2}, "stop": {"drift": "tokens"},
+                                    "generate": {"max_new_tokens": 48}})
+    assert drift_budget(recipe) == 48 and drift_budget(Recipe()) == 32
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir())
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir(), dtype=torch.float32),
+                           LoraConfig(r=8, target_modules=["q_proj", "v_proj", "up_proj"])).eval()
+    prompts = controls.sample(controls.control_pools("testbed")["drift"], 12, 0)
+    reference, _ = generate(model, tokenizer, [[{"role": "user", "content": p}] for p in prompts],
+                            max_new_tokens=drift_budget(recipe))
+    job = TrainJob(run_dir=str(tmp_path), model_name="testbed", model_path=str(model_dir()),
+                   recipe=recipe.model_dump(), fact_rows=[], dev_rows=[], replay_prompts=[], drift_prompts=prompts)
+    job.state_dir.mkdir(parents=True)
+    callback = EpochCallback(job, tokenizer, reference, curve=[])
+    control = type("Control", (), {"should_training_stop": False})()
+    for epoch, scale in ((1, 0.5), (2, 0.0)):  # the base read first under a changed adapter: switched off
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    torch.nn.init.normal_(p, std=scale) if scale else torch.nn.init.zeros_(p)
+        callback.on_epoch_end(None, type("State", (), {"epoch": float(epoch)})(), control, model=model)
+    changed, unchanged = callback.curve
+    assert unchanged.drift_unit == "tokens" and unchanged.drift_prompts == 12
+    assert unchanged.drift_n >= 12 * 5 and unchanged.drift_changed == 0, unchanged
+    assert changed.drift_n == unchanged.drift_n and changed.drift_changed > 0 and changed.drift > 0, changed

@@ -5,7 +5,8 @@ answers only: one that does not end within generate.max_new_tokens is left out, 
 the model is never taught to stop mid-sentence) and for the drift reference.
 After every epoch: dev recall (the `dev` split, never `test`) and drift (share of
 drift-control prompts whose answer opening differs from the base model's, see
-hf_generate.DRIFT_TOKENS); then `choose_epoch` decides whether to stop, and the kept
+hf_generate.DRIFT_TOKENS; or, stop.drift: tokens, the share of their answer tokens the
+tuned model no longer ranks first, teacher-forced); then `choose_epoch` decides whether to stop, and the kept
 epoch's adapter is saved whole.
 
 Import order matters on the GPU: the Unsloth engine imports unsloth before this.
@@ -20,11 +21,12 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from factinject.backends.hf_generate import DRIFT_TOKENS, generate
+from factinject.backends.hf_generate import AGREEMENT_BATCH, DRIFT_TOKENS, generate, teacher_forced_batched
 from factinject.backends.loading import base_answer_cache
 from factinject.engines.records import EpochRecord, Load, ModelUnderTest, TrainJob
 from factinject.progress import counter
 from factinject.models.answer_cache import cached_generate_budgeted
+from factinject.models.chat import encode_for_training
 from factinject.recipe import Recipe
 from factinject.rundir.files import atomic_dir, write_text_atomic
 from factinject.scoring import contains_key, same_answer
@@ -35,7 +37,7 @@ from factinject.train.policy import choose_epoch
 class Reference:
     replay: list[tuple[str, str, bool]]  # (question, the base model's answer, whether it ended: else cut, see below)
     contrast: list[tuple[str, str]]
-    drift: list[str]  # the base model's answer openings to the drift prompts
+    drift: list[str]  # the base model's answers to the drift prompts (openings, or stop.drift_tokens long)
     unfinished: int  # replay and contrast answers left out: not finished within the budget
     cached: int = 0  # answers that came from the answer cache
 
@@ -54,8 +56,9 @@ def base_answers(model, tokenizer, job: TrainJob, cache: Path, engine: str = "hf
     budget = recipe.generate.max_new_tokens
     replay_budget = recipe.train.replay_tokens or budget
     batch = recipe.generate.batch_size or 64
+    drift_tokens = drift_budget(recipe)
     key = {"replay": job.replay_prompts, "contrast": job.contrast_prompts, "drift": job.drift_prompts,
-           "max_new_tokens": budget, "replay_tokens": recipe.train.replay_tokens}
+           "max_new_tokens": budget, "replay_tokens": recipe.train.replay_tokens, "drift_tokens": drift_tokens}
     if cache.exists():
         cached = json.loads(cache.read_text(encoding="utf-8"))
         if cached.get("key") == key:
@@ -80,13 +83,20 @@ def base_answers(model, tokenizer, job: TrainJob, cache: Path, engine: str = "hf
     cut_allowed = [recipe.train.replay_tokens is not None] * n + [False] * len(job.contrast_prompts)
     kept = [(q, a, done) if (done or cut) and a.strip() else None
             for q, a, done, cut in zip(asked, answers, finished, cut_allowed)]
-    drift_tokens = min(DRIFT_TOKENS, budget)
     drift, _, drift_hits = cached_generate_budgeted(store, job.drift_prompts, [drift_tokens] * len(job.drift_prompts),
                                                     answered)
     reference = Reference(replay=[p for p in kept[:n] if p], contrast=[p[:2] for p in kept[n:] if p], drift=drift,
                           unfinished=sum(k is None for k in kept), cached=hits + drift_hits)
     write_text_atomic(cache, json.dumps({"key": key, "reference": asdict(reference)}, ensure_ascii=False))
     return reference
+
+
+def drift_budget(recipe: Recipe) -> int:
+    """Tokens of the base model's answers to the drift prompts: their openings, or (drift
+    read on tokens) as much as the probe's teacher-forced locality reads."""
+    if recipe.stop.drift == "tokens":
+        return recipe.generate.budget("teacher_forced")
+    return min(DRIFT_TOKENS, recipe.generate.max_new_tokens)
 
 
 def load_curve(job: TrainJob, upto_epoch: int | None) -> list[EpochRecord]:
@@ -111,6 +121,7 @@ class EpochCallback(TrainerCallback):
         self.epoch_started = time.perf_counter()
         self.decision = None
         self.trainer = None  # set by run_sft: the Trainer whose trackers (recipe train.report_to) get each epoch
+        self._forced = None  # drift read on tokens: (prompt ids, answer ids) per drift answer, and the base's argmax
 
     def _phase(self, title: str, total: int):
         return self.progress.phase(title, total) if self.progress else counter(title, total)
@@ -133,6 +144,32 @@ class EpochCallback(TrainerCallback):
         if self.progress:
             self.progress.step(state.global_step, state.epoch or 0.0)
 
+    def _tokens_not_kept(self, model, epoch: int) -> tuple[int, int]:
+        """Drift read on tokens (stop.drift: tokens): of the base model's answers to the
+        drift prompts, teacher-forced, the tokens where the tuned model no longer ranks
+        first what the base model ranks first, and all their tokens. The base's choices
+        are read once, from the same model with the adapter switched off."""
+        if self._forced is None:
+            assert hasattr(model, "disable_adapter"), "drift on tokens needs the adapter's model: the base is it off"
+            sequences = []
+            for question, answer in zip(self.job.drift_prompts, self.reference, strict=True):
+                ids, mask = encode_for_training(self.tokenizer, [{"role": "user", "content": question},
+                                                                 {"role": "assistant", "content": answer}])
+                split = mask.index(1)
+                sequences.append((ids[:split], ids[split:]))
+            with model.disable_adapter():
+                base = {i: logits.argmax(-1) for i, logits, _ in teacher_forced_batched(model, sequences,
+                                                                                        AGREEMENT_BATCH)}
+            self._forced = (sequences, base)
+        sequences, base = self._forced
+        changed = total = 0
+        with self._phase(f"[bold]epoch {epoch}[/] drift, teacher-forced", len(sequences)) as bar:
+            for i, logits, answer in teacher_forced_batched(model, sequences, AGREEMENT_BATCH):
+                changed += int((logits.argmax(-1) != base[i]).sum())
+                total += len(answer)
+                bar.advance()
+        return changed, total
+
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         trained = time.perf_counter() - self.epoch_started
         epoch = round(state.epoch)
@@ -140,22 +177,30 @@ class EpochCallback(TrainerCallback):
         budget = self.recipe.generate.max_new_tokens
         batch = self.recipe.generate.batch_size or 64
         dev = self.job.dev_rows  # questions in wordings never trained: the held-out set's budget
-        asked = [r["question"] for r in dev] + self.job.drift_prompts
-        budgets = [self.recipe.generate.budget("heldout")] * len(dev) + [min(DRIFT_TOKENS, budget)] * len(
-            self.job.drift_prompts)
-        with self._phase(f"[bold]epoch {epoch}[/] dev recall and drift", len(asked)) as bar:
+        on_tokens = self.recipe.stop.drift == "tokens"
+        asked = [r["question"] for r in dev] + ([] if on_tokens else self.job.drift_prompts)
+        budgets = [self.recipe.generate.budget("heldout")] * len(dev) + [min(DRIFT_TOKENS, budget)] * (
+            len(asked) - len(dev))
+        with self._phase(f"[bold]epoch {epoch}[/] dev recall" + ("" if on_tokens else " and drift"),
+                         len(asked)) as bar:
             answers, _ = generate(model, self.tokenizer, _chats(asked), batch_size=batch, max_new_tokens=budgets,
                                   progress=bar.advance)
         dev_answers, drift_answers = answers[:len(dev)], answers[len(dev):]
         correct = sum(contains_key(a, r["answer_key"]) for a, r in zip(dev_answers, dev))
-        changed = sum(not same_answer(a, b) for a, b in zip(drift_answers, self.reference))
+        if on_tokens:
+            changed, drift_n = self._tokens_not_kept(model, epoch)
+        else:
+            changed, drift_n = sum(not same_answer(a, b) for a, b in zip(drift_answers, self.reference)), len(
+                self.reference)
         self.to_training(model)
         record = EpochRecord(
             epoch=epoch, loss=sum(self.losses) / len(self.losses) if self.losses else None,
             dev_recall=correct / len(dev) if dev else 0.0, dev_correct=correct, dev_n=len(dev),
-            drift=changed / len(self.reference) if self.reference else 0.0, drift_changed=changed,
-            drift_n=len(self.reference), seconds=round(time.perf_counter() - self.epoch_started, 2),
+            drift=changed / drift_n if drift_n else 0.0, drift_changed=changed,
+            drift_n=drift_n, seconds=round(time.perf_counter() - self.epoch_started, 2),
             train_seconds=round(trained, 2), step_losses=[round(v, 5) for v in self.losses],
+            drift_unit="tokens" if on_tokens else "answers",
+            drift_prompts=len(self.reference) if on_tokens else None,
         )
         self.curve.append(record)
         if self.trainer is not None and self.recipe.train.report_to:

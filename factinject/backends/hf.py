@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from factinject.backends.hf_generate import AGREEMENT_BATCH
 from factinject.engines.records import (
     AgreementJob,
     GenerateJob,
@@ -197,9 +198,6 @@ def agreement(data: dict) -> dict:
                 results[start + i] = result
             bar.advance(len(part))
     return {"results": results}
-
-
-AGREEMENT_BATCH = 8  # answers per forward pass: SmolLM2's 256-token answers, 2 cores (docs/benchmarks.md)
 
 
 TOP_K = 8  # logits compared per position: the tokens greedy decoding could pick

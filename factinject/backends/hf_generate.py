@@ -222,6 +222,9 @@ def _with_eos(ids: list[int], config: int | list[int] | None) -> list[int]:
     return ids
 
 
+AGREEMENT_BATCH = 8  # answers per teacher-forced pass: SmolLM2's 256-token answers, 2 cores (docs/benchmarks.md)
+
+
 def teacher_forced(model, sequences: list[tuple[list[int], list[int]]]) -> list:
     """For each (prompt ids, answer ids) as `generate` gave them, the logits (float32, on
     the CPU) at the positions that predict each answer token, and those token ids. Fed

@@ -159,12 +159,19 @@ class EpochRecord(JsonRecord):
     dev_recall: float
     dev_correct: int
     dev_n: int
-    drift: float  # share of drift-control prompts whose greedy answer changed
+    drift: float  # share of drift-control answers changed, or of their tokens not kept (drift_unit)
     drift_changed: int
     drift_n: int
     seconds: float  # the epoch, its evaluation included
     train_seconds: float | None = None  # the training steps alone
     step_losses: list[float] = field(default_factory=list)  # the loss at every logging step of the epoch
+    drift_unit: str = "answers"  # what drift_changed/drift_n count: "answers" (openings) or "tokens"
+    drift_prompts: int | None = None  # the control prompts read (the independent samples behind the tokens)
+
+    def drift_text(self) -> str:
+        if self.drift_unit == "tokens":
+            return f"{self.drift_changed}/{self.drift_n} tokens ({100 * self.drift:.1f} %)"
+        return f"{self.drift_changed}/{self.drift_n}"
 
 
 @dataclass

@@ -185,7 +185,8 @@ def render_markdown(report: dict) -> str:
         lines += ["", "## Training curve", "", "| epoch | loss | dev recall | drift |", "|---|---|---|---|"]
         for e in report["curve"]:
             loss = "–" if e["loss"] is None else f"{e['loss']:.4f}"
-            lines.append(f"| {e['epoch']} | {loss} | {e['dev_correct']}/{e['dev_n']} | {e['drift_changed']}/{e['drift_n']} |")
+            drift = f"{e['drift_changed']}/{e['drift_n']}" + (" tokens" if e.get("drift_unit") == "tokens" else "")
+            lines.append(f"| {e['epoch']} | {loss} | {e['dev_correct']}/{e['dev_n']} | {drift} |")
         lines.append(f"\n{curve_reason(report)}")
     lines += agreement_lines(report)
     lines += ["", counts_sentence(report.get("counts") or {}), ""]
@@ -275,7 +276,7 @@ def _curve_chart(curve: list[dict], best: int | None, max_drift: float | None = 
              f'<line x1="{left}" y1="{top}" x2="{left}" y2="{h - bottom}" class="axis"/>',
              f'<text x="{(left + w - right) / 2:.1f}" y="{h - 8}" class="tick">epoch</text>',
              (f'<text transform="translate(14 {(top + h - bottom) / 2:.1f}) rotate(-90)" class="tick">'
-              "dev recall and drift (% of prompts)</text>")]
+              "dev recall and drift (%)</text>")]
     for e in curve:
         parts.append(f'<text x="{x(e["epoch"]):.1f}" y="{h - bottom + 16}" class="tick">{e["epoch"]}</text>')
     for v in (0, 0.25, 0.5, 0.75, 1):
