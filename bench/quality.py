@@ -95,7 +95,7 @@ def one_run(root: Path, sheet: str, method: str, overrides: dict | None = None, 
             "after": report["after"],
             "epochs": len(result.curve), "best_epoch": result.best_epoch, "train_rows": len(expansion.split("train")),
             "seconds": {k: round(v, 1) for k, v in timings.items()},
-            "exam_misses": report["misses"].get("exam", {})}
+            "exam_misses": report["misses"].get("exam", {}), "moved_most": report.get("moved_most", [])[:10]}
 
 
 def exam_path(sheet: str) -> Path | None:

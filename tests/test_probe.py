@@ -320,3 +320,26 @@ def test_the_longest_metric_label_fits_left_of_the_bars():
     left = min(float(x) for x in re.findall(r'<rect x="([\d.]+)"', svg))
     longest = max(len(LABELS[n]) for n in names)
     assert left >= 6.6 * longest, (left, longest)
+
+
+def test_the_answers_moved_most_are_listed_largest_kl_first():
+    """Teacher-forced results per prompt become the report's list of the base answers the
+    tuned model moved most (locality and neighbour sets only), shown in report.md."""
+    from types import SimpleNamespace
+
+    from factinject.probe.stage import moved_most
+
+    probe = SimpleNamespace(prompts=[SimpleNamespace(kind=k, question=q) for k, q in (
+        ("locality", "Name a fruit."), ("neighbour", "What is the capital of Spain?"), ("trained", "Who?"))])
+    forced = {"Name a fruit.": {"tokens": 10, "agree": 10, "kl": 0.1},
+              "What is the capital of Spain?": {"tokens": 20, "agree": 15, "kl": 4.0},
+              "Who?": {"tokens": 5, "agree": 0, "kl": 50.0}}
+    rows = moved_most(probe, forced)
+    assert [r["question"] for r in rows] == ["What is the capital of Spain?", "Name a fruit."]
+    assert rows[0] == {"set": "neighbour", "question": "What is the capital of Spain?", "tokens": 20, "kept": 15,
+                       "kl_per_token": 0.2}
+    probe_, base, tuned = scored_probe()
+    report = report_for(probe_, base, tuned, moved_most=rows)
+    md, page = render_markdown(report), render_html(report)
+    assert "Answers moved most (teacher-forced)</h2>" in page and "<td>15/20</td><td>0.200</td>" in page
+    assert "## Answers moved most (teacher-forced)" in md and "| neighbour | What is the capital of Spain? | 15/20 | 0.200 |" in md

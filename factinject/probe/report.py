@@ -181,6 +181,13 @@ def render_markdown(report: dict) -> str:
         lines += ["", "## Worst regressions", "", "| kind | question | base answer | tuned answer |", "|---|---|---|---|"]
         for r in report["regressions"]:
             lines.append("| " + " | ".join(_md(c) for c in (r["kind"], r["question"], r["before"], r["after"])) + " |")
+    if report.get("moved_most"):
+        lines += ["", "## Answers moved most (teacher-forced)", "",
+                  "The base model's own answers read through the tuned model: tokens it still ranks first, and "
+                  "the KL divergence from the base per token (nats), largest first.", "",
+                  "| set | question | tokens kept | KL per token |", "|---|---|---|---|"]
+        for r in report["moved_most"][:10]:
+            lines.append(f"| {r['set']} | {_md(r['question'])} | {r['kept']}/{r['tokens']} | {r['kl_per_token']:.3f} |")
     if report.get("curve"):
         lines += ["", "## Training curve", "", "| epoch | loss | dev recall | drift |", "|---|---|---|---|"]
         for e in report["curve"]:
@@ -383,10 +390,21 @@ probe backend {e(report['backend'])}. Bars: before (grey) and after (blue); whis
 {_updates_html(report)}{_misses_html(report)}
 <h2>Worst regressions</h2><table><tr><th>kind</th><th>question</th><th>base answer</th><th>tuned answer</th></tr>
 {regressions or '<tr><td colspan="4">none</td></tr>'}</table>
-{_agreement_html(report)}
+{_moved_html(report)}{_agreement_html(report)}
 <p>{e(counts_sentence(report.get('counts') or {}))}</p>
 </body></html>
 """
+
+
+def _moved_html(report: dict) -> str:
+    rows = "".join(f"<tr><td>{html.escape(r['set'])}</td><td>{html.escape(r['question'])}</td>"
+                   f"<td>{r['kept']}/{r['tokens']}</td><td>{r['kl_per_token']:.3f}</td></tr>"
+                   for r in (report.get("moved_most") or [])[:10])
+    if not rows:
+        return ""
+    return ("<h2>Answers moved most (teacher-forced)</h2><p>The base model's own answers read through the tuned "
+            "model: tokens it still ranks first, and the KL divergence from the base per token (nats).</p>"
+            f"<table><tr><th>set</th><th>question</th><th>tokens kept</th><th>KL per token</th></tr>{rows}</table>")
 
 
 def _updates_html(report: dict) -> str:
