@@ -12,6 +12,7 @@ that are padding and the decoder passes per epoch:
   batch     each batch padded to its longest row (Trainer's collator)
   groups    each batch's rows in groups of similar length, each cut to its own longest
             row (backends/sft.py answer_loss, the CPU trainer's path)
+  by_length the batches drawn by length (recipe train.batches: by_length), then grouped
 No model runs: this counts tokens only, so it can run beside a training.
 """
 
@@ -49,10 +50,18 @@ def epoch_rows(run_dir: Path, recipe) -> tuple[list[int], list[str]]:
                                                        for r in rows]
 
 
-def computed(lengths: list[int], batch_size: int, seed: int, grouped: bool) -> tuple[int, int]:
-    """(positions computed, decoder passes) over one epoch of shuffled batches."""
-    order = list(range(len(lengths)))
-    random.Random(seed).shuffle(order)
+def computed(lengths: list[int], batch_size: int, seed: int, grouped: bool,
+             by_length: bool = False) -> tuple[int, int]:
+    """(positions computed, decoder passes) over one epoch of batches: shuffled, or drawn
+    by length as train.batches by_length draws them (transformers' length-grouped sampler)."""
+    if by_length:
+        import torch
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        order = get_length_grouped_indices(lengths, batch_size, generator=torch.Generator().manual_seed(seed))
+    else:
+        order = list(range(len(lengths)))
+        random.Random(seed).shuffle(order)
     positions = passes = 0
     for start in range(0, len(order), batch_size):
         batch = [lengths[i] for i in order[start:start + batch_size]]
@@ -80,13 +89,14 @@ def main() -> None:
         if mine:
             print(f"{source:<9} rows {len(mine):>4}  tokens {sum(mine):>7} ({sum(mine) / real:.0%})  "
                   f"mean {sum(mine) / len(mine):.0f}  max {max(mine)}")
-    for grouped in (False, True):
+    for name, grouped, by_length in (("batch", False, False), ("groups", True, False),
+                                     ("by_length", True, True)):
         shares, passes = [], []
         for seed in args.seeds:
-            positions, n = computed(lengths, recipe.train.batch_size, seed, grouped)
+            positions, n = computed(lengths, recipe.train.batch_size, seed, grouped, by_length)
             shares.append(1 - real / positions)
             passes.append(n)
-        print(f"{'groups' if grouped else 'batch':<7} padding {sum(shares) / len(shares):.1%} of computed positions "
+        print(f"{name:<9} padding {sum(shares) / len(shares):.1%} of computed positions "
               f"(seeds {', '.join(f'{s:.1%}' for s in shares)}), {sum(passes) / len(passes):.0f} decoder passes "
               f"per epoch, batch {recipe.train.batch_size}")
 

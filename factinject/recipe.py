@@ -98,6 +98,10 @@ class TrainSpec(_Strict):
     replay_tokens: int | None = Field(None, ge=8, le=8192, description="replayed answers are the base model's first "
                                       "N tokens, trained without an end of turn (none: whole answers that end "
                                       "within generate.max_new_tokens)")
+    batches: Literal["shuffled", "by_length"] = Field(
+        "shuffled", description="how an epoch's rows form batches: shuffled, any rows together; by_length, rows of "
+        "similar length together (transformers' length-grouped sampler: shuffled, then sorted by length within "
+        "runs of batches), so a batch of short fact rows is not padded to a long replayed answer")
     replay_loss: Literal["tokens", "kl"] = Field(
         "tokens", description="what a replayed row teaches: tokens, the base model's greedy answer (cross-entropy); "
         "kl, the base model's whole next-token distribution at each of its positions (KL(base || tuned), the "

@@ -80,3 +80,30 @@ def test_the_pareto_chart_takes_any_two_probe_metrics_and_rings_the_front():
     assert pareto.on_front(by["a"], pts) and not pareto.on_front(by["b"], pts), "a is better on both axes"
     page = pareto.svg(pts, "t", "neighbours kept", "held-out")
     assert "neighbours kept" in page and page.count("<circle") == 2 and 'stroke="black" stroke-width="2"' in page
+
+
+def test_batches_drawn_by_length_pad_less_and_reach_the_trainer():
+    """An epoch of short fact rows and long replayed answers (the SmolLM2 mix): batches
+    drawn by length pad less than shuffled ones, grouped or not; and the recipe switch
+    reaches the trainer as transformers' length-grouped sampler."""
+    import random
+
+    from factinject.backends.sft import sft_config
+    from factinject.engines.records import TrainJob
+    from factinject.recipe import Recipe
+
+    padding = _load("train_padding")
+    rng = random.Random(0)
+    lengths = [rng.randint(40, 90) for _ in range(340)] + [rng.randint(60, 300) for _ in range(340)]
+    real = sum(lengths)
+    share = {(g, b): 1 - real / padding.computed(lengths, 16, 0, g, b)[0] for g in (False, True) for b in (False, True)}
+    assert share[(True, True)] < share[(True, False)] < share[(False, False)], share
+    assert share[(True, True)] < 0.10, share
+
+    def config(batches):
+        recipe = Recipe.model_validate({"train": {"batches": batches}})
+        job = TrainJob(run_dir="r", model_name="m", model_path="m", recipe=recipe.model_dump(), fact_rows=[],
+                       dev_rows=[], replay_prompts=[], drift_prompts=[])
+        return sft_config(job, use_cpu=True).train_sampling_strategy
+
+    assert (config("by_length"), config("shuffled")) == ("group_by_length", "random")

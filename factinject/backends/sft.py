@@ -45,6 +45,7 @@ def sft_config(job: TrainJob, *, use_cpu: bool, bf16: bool = False, fp16: bool =
         data_seed=t.seed,
         max_length=recipe.model.max_seq_length,
         packing=False,  # paraphrases of one fact must not share a sequence
+        train_sampling_strategy="group_by_length" if t.batches == "by_length" else "random",
         logging_strategy="steps",
         logging_steps=1,
         save_strategy="epoch",
