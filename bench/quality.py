@@ -94,6 +94,7 @@ def one_run(root: Path, sheet: str, method: str, overrides: dict | None = None, 
     return {"sheet": sheet, "method": method, "recipe": recipe.model_dump(), "before": report["before"],
             "after": report["after"],
             "epochs": len(result.curve), "best_epoch": result.best_epoch, "train_rows": len(expansion.split("train")),
+            "row_counts": result.row_counts,
             "seconds": {k: round(v, 1) for k, v in timings.items()},
             "exam_misses": report["misses"].get("exam", {}), "moved_most": report.get("moved_most", [])[:10]}
 

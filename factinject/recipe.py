@@ -98,6 +98,10 @@ class TrainSpec(_Strict):
     replay_tokens: int | None = Field(None, ge=8, le=8192, description="replayed answers are the base model's first "
                                       "N tokens, trained without an end of turn (none: whole answers that end "
                                       "within generate.max_new_tokens)")
+    fact_answers: Literal["sheet", "own_words"] = Field(
+        "sheet", description="the answers fact rows teach: sheet, the expander's answers built from the sheet's "
+        "statement; own_words, the base model's own answer to each training question with the statement in its "
+        "prompt, where it names the fact's value (else the sheet's): self-distillation")
     batches: Literal["shuffled", "by_length"] = Field(
         "shuffled", description="how an epoch's rows form batches: shuffled, any rows together; by_length, rows of "
         "similar length together (transformers' length-grouped sampler: shuffled, then sorted by length within "

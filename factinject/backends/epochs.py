@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -40,6 +40,7 @@ class Reference:
     drift: list[str]  # the base model's answers to the drift prompts (openings, or stop.drift_tokens long)
     unfinished: int  # replay and contrast answers left out: not finished within the budget
     cached: int = 0  # answers that came from the answer cache
+    own_words: dict = field(default_factory=dict)  # teacher prompt -> (answer, finished) (train.fact_answers)
 
 
 def _chats(questions: list[str]) -> list[list[dict]]:
@@ -58,11 +59,13 @@ def base_answers(model, tokenizer, job: TrainJob, cache: Path, engine: str = "hf
     batch = recipe.generate.batch_size or 64
     drift_tokens = drift_budget(recipe)
     key = {"replay": job.replay_prompts, "contrast": job.contrast_prompts, "drift": job.drift_prompts,
-           "max_new_tokens": budget, "replay_tokens": recipe.train.replay_tokens, "drift_tokens": drift_tokens}
+           "max_new_tokens": budget, "replay_tokens": recipe.train.replay_tokens, "drift_tokens": drift_tokens,
+           "teacher": job.teacher_prompts}
     if cache.exists():
         cached = json.loads(cache.read_text(encoding="utf-8"))
         if cached.get("key") == key:
-            return Reference(**{k: [tuple(p) for p in v] if k in ("replay", "contrast") else v
+            return Reference(**{k: [tuple(p) for p in v] if k in ("replay", "contrast") else
+                                {q: tuple(a) for q, a in v.items()} if k == "own_words" else v
                                 for k, v in cached["reference"].items()})
     target = ModelUnderTest("base", job.model_path, local=job.model_local, load_in_4bit=recipe.model.load_in_4bit,
                             dtype=recipe.model.dtype)
@@ -85,8 +88,11 @@ def base_answers(model, tokenizer, job: TrainJob, cache: Path, engine: str = "hf
             for q, a, done, cut in zip(asked, answers, finished, cut_allowed)]
     drift, _, drift_hits = cached_generate_budgeted(store, job.drift_prompts, [drift_tokens] * len(job.drift_prompts),
                                                     answered)
+    teacher = list(dict.fromkeys(p for p in job.teacher_prompts if p))
+    taught, finished, teacher_hits = cached_generate_budgeted(store, teacher, [budget] * len(teacher), answered)
     reference = Reference(replay=[p for p in kept[:n] if p], contrast=[p[:2] for p in kept[n:] if p], drift=drift,
-                          unfinished=sum(k is None for k in kept), cached=hits + drift_hits)
+                          unfinished=sum(k is None for k in kept), cached=hits + drift_hits + teacher_hits,
+                          own_words={q: (a, done) for q, a, done in zip(teacher, taught, finished)})
     write_text_atomic(cache, json.dumps({"key": key, "reference": asdict(reference)}, ensure_ascii=False))
     return reference
 

@@ -14,7 +14,7 @@ from factinject.backends.hf_generate import labelled_positions_only
 from factinject.engines.records import TrainJob, TrainResult
 from factinject.errors import FactinjectError
 from factinject.recipe import Recipe
-from factinject.train.policy import mix_replay
+from factinject.train.policy import mix_replay, own_words_rows
 
 
 def lora_config(recipe: Recipe):
@@ -247,7 +247,9 @@ def run_sft(job: TrainJob, model, tokenizer, *, engine: str, base_identity: dict
 
     replay = conversations(reference.replay)
     contrast = conversations(reference.contrast)
-    rows = mix_replay(job.fact_rows, replay, recipe.train.replay_ratio, recipe.train.seed, contrast)
+    fact_rows, own_words = own_words_rows(job.fact_rows, job.teacher_prompts, reference.own_words) \
+        if job.teacher_prompts else (job.fact_rows, 0)
+    rows = mix_replay(fact_rows, replay, recipe.train.replay_ratio, recipe.train.seed, contrast)
     anchored = anchored_sources(recipe)
     if anchored and (trainer_class is not None or not labelled_positions_only(model)):
         raise FactinjectError("train.replay_loss: kl is trained by the hf engine's loss, on a model without logit "
@@ -288,6 +290,7 @@ def run_sft(job: TrainJob, model, tokenizer, *, engine: str, base_identity: dict
     assert decision is not None and decision.best_epoch is not None, "training ended without a measured epoch"
     counts = {"replay": len(rows) - len(job.fact_rows) - len(contrast), "contrast": len(contrast),
               "unfinished_left_out": reference.unfinished, "base_answers_cached": reference.cached,
+              "own_words": own_words,
               "tokens_per_epoch": sum(len(row["input_ids"]) for row in dataset)}
     if use_cpu and trainer_class is None and cpu_autocast is not None:
         compute = f"{str(model.dtype).removeprefix('torch.')} weights, {str(cpu_autocast).removeprefix('torch.')} autocast"

@@ -187,6 +187,7 @@ class TrainJob(JsonRecord):
     replay_prompts: list[str]
     drift_prompts: list[str]
     contrast_prompts: list[str] = field(default_factory=list)  # always trained, never sampled away
+    teacher_prompts: list[str | None] = field(default_factory=list)  # per fact row (train.fact_answers own_words)
     resume: bool = False
     allow_pickle: bool = False
     trust_remote_code: bool = False

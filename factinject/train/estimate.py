@@ -48,8 +48,11 @@ def workload(train_rows: int, dev_rows: int, facts: int, recipe) -> Workload:
     replay = round(t.replay_ratio * train_rows) if t.replay_ratio > 0 else 0
     contrast = t.contrast_per_fact * facts
     epochs = t.epochs if isinstance(t.epochs, int) else t.max_epochs
-    return Workload(rows_per_epoch=train_rows + replay + contrast, answers_per_epoch=dev_rows + stop.control_prompts,
-                    answers_once=min(replay, MAX_REPLAY_PROMPTS) + contrast + stop.control_prompts, epochs=epochs)
+    own_words = train_rows if t.fact_answers == "own_words" else 0  # the base model answers every fact row once
+    per_epoch_answers = dev_rows + (stop.control_prompts if stop.drift == "openings" else 0)
+    return Workload(rows_per_epoch=train_rows + replay + contrast, answers_per_epoch=per_epoch_answers,
+                    answers_once=min(replay, MAX_REPLAY_PROMPTS) + contrast + stop.control_prompts + own_words,
+                    epochs=epochs)
 
 
 def speed_here(exports: Path, model_name: str) -> tuple[float, str] | None:

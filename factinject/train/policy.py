@@ -1,6 +1,6 @@
 """The training method's pure rules, applied after every epoch by whichever engine trains.
 
-`mix_replay` decides what one epoch trains on; `choose_epoch` decides, from the
+`own_words_rows` and `mix_replay` decide what one epoch trains on; `choose_epoch` decides, from the
 curve so far, which epoch to keep and whether to go on. Both run inside the engine's
 child process (backends/epochs.py, backends/sft.py) and are tested on their own.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from factinject.engines.records import EpochRecord
 from factinject.recipe import StopSpec
-from factinject.scoring import wilson_interval
+from factinject.scoring import contains_key, wilson_interval
 
 
 @dataclass(frozen=True)
@@ -85,3 +85,18 @@ def mix_replay(fact_rows: list[dict], replay: list[dict], ratio: float, seed: in
     rows += [{"messages": r["messages"], "source": "contrast"} for r in contrast]
     rng.shuffle(rows)
     return rows
+
+
+def own_words_rows(fact_rows: list[dict], prompts: list[str | None],
+                   answers: dict[str, tuple[str, bool]]) -> tuple[list[dict], int]:
+    """The fact rows with the base model's answers as targets where they qualify (they
+    name the fact's key, they ended within the budget), and how many did."""
+    assert len(prompts) == len(fact_rows), "one teacher prompt (or None) per fact row"
+    rows, used = [], 0
+    for row, prompt in zip(fact_rows, prompts):
+        answer, finished = answers.get(prompt, ("", False)) if prompt else ("", False)
+        if finished and answer.strip() and contains_key(answer, row["answer_key"]):
+            row = {**row, "messages": [row["messages"][0], {"role": "assistant", "content": answer.strip()}]}
+            used += 1
+        rows.append(row)
+    return rows, used

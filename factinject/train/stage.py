@@ -34,6 +34,7 @@ from factinject.rundir.files import (
 )
 from factinject.rundir.record import TrainRecord
 from factinject.train import contrast
+from factinject.train.distill import teacher_prompts
 from factinject.train.updates import contradiction_rows, subject_locality_prompts
 
 
@@ -59,6 +60,8 @@ def build_job(run: Run, recipe: Recipe, *, resume: bool, allow_pickle: bool, tru
             fact_rows, record.expand.facts, contrast.training_other_names(controls.other_names(recipe.model.name)),
             recipe.train.contrast_per_fact, seed + 2)
         + subject_locality_prompts(record.expand.facts, recipe.train.update_locality, seed + 3),
+        teacher_prompts=teacher_prompts(fact_rows, record.expand.facts)
+        if recipe.train.fact_answers == "own_words" else [],
         resume=resume, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, chat_template=chat_template,
         model_local=ref.local, answer_cache=answer_cache,
     )
@@ -203,7 +206,8 @@ def publish_adapter(run: Run, job: TrainJob, result: TrainResult) -> None:
               "drift_prompts": len(job.drift_prompts),
               "unfinished_left_out": result.row_counts.get("unfinished_left_out", 0),
               "tokens_per_epoch": result.row_counts.get("tokens_per_epoch"),
-              "base_answers_cached": result.row_counts.get("base_answers_cached", 0)},
+              "base_answers_cached": result.row_counts.get("base_answers_cached", 0),
+              "own_words": result.row_counts.get("own_words", 0)},
         adapter_files=files,
         seconds=round(result.seconds, 2),
         seed=job.recipe["train"]["seed"],
