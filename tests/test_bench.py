@@ -107,3 +107,19 @@ def test_batches_drawn_by_length_pad_less_and_reach_the_trainer():
         return sft_config(job, use_cpu=True).train_sampling_strategy
 
     assert (config("by_length"), config("shuffled")) == ("group_by_length", "random")
+
+
+def test_the_sweep_table_gives_the_mean_per_variant_with_kl_and_counts():
+    table = _load("sweep_table")
+
+    def row(config, seed, held, kept, kl, retained):
+        return {"config": config, "sheet": "facts/capitals.md", "seed": seed, "seconds": {"train": 100.0 + seed},
+                "after": {"recall_heldout": {"share": held, "count": 0, "n": 14},
+                          "neighbours_tokens": {"share": kept, "count": 0, "n": 1, "kl_per_token": kl},
+                          "retention": {"share": retained / 145, "count": retained, "n": 145}}}
+
+    rows = [row("kl", 0, 1.0, 0.90, 0.1, 78), row("kl", 1, 0.5, 0.92, 0.3, 79), row("plain", 0, 0.9, 0.8, 0.5, 70)]
+    lines = table.table(rows, ("recall_heldout", "neighbours_tokens", "retention", "exam"), ("retention",))
+    assert lines[0] == "| sheet | variant | seeds | recall_heldout | neighbours_tokens | retention | exam | training s |"
+    assert lines[2] == "| capitals | kl | 0, 1 | 75.0 % | 91.0 % (0.200) | 78.5 of 145 | – | 100 |", lines[2]
+    assert lines[3].startswith("| capitals | plain | 0 | 90.0 % | 80.0 % (0.500) | 70.0 of 145 |")
