@@ -91,10 +91,16 @@ def one_run(root: Path, sheet: str, method: str, overrides: dict | None = None, 
     exams = exams_for(None, [REPO / sheet])  # the sheet's hand-written exam, when there is one
     report = run_probe(run, exams=exams)
     timings["probe"] = time.perf_counter() - t0
+    answers = [json.loads(line) for line in (run.path / "reports" / "answers.jsonl").read_text().splitlines()]
     return {"sheet": sheet, "method": method, "recipe": recipe.model_dump(), "before": report["before"],
             "after": report["after"],
             "epochs": len(result.curve), "best_epoch": result.best_epoch, "train_rows": len(expansion.split("train")),
             "row_counts": result.row_counts,
+            # what went wrong, to read without rerunning: the bleed cases and the known answers lost
+            "bleed_cases": [{"question": a["question"], "after": a["after"][:200]} for a in answers if a.get("bleed")],
+            "retention_lost": [{"question": a["question"], "expected": a["answer_key"], "after": a["after"][:200]}
+                               for a in answers if a["set"] == "retention" and a.get("correct_before")
+                               and not a.get("correct_after")],
             "seconds": {k: round(v, 1) for k, v in timings.items()},
             "exam_misses": report["misses"].get("exam", {}), "moved_most": report.get("moved_most", [])[:10]}
 
