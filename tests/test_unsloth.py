@@ -184,6 +184,37 @@ def test_unsloths_training_loss_is_ours(family):
     assert theirs == pytest.approx(ours, rel=1e-4), (theirs, ours)
 
 
+@pytest.mark.parametrize("family", ["llama3.1", "qwen2.5"])
+def test_unsloths_trainer_takes_the_kl_anchor(family):
+    """train.replay_loss: kl with the unsloth engine: its own trainer, with factinject's
+    loss where rows are anchored (sft.anchored_trainer_class). The loss is answer_loss's,
+    KL(base || tuned) at the replayed row's positions, the base being Unsloth's model with
+    its adapter switched off; one step trains the adapter."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from factinject.backends.sft import ANCHOR, anchored_trainer_class, answer_loss, training_rows
+
+    model, tokenizer = unsloth_model(family)
+    rows = training_rows(tokenizer, [{"messages": c, "source": s} for c, s in zip(CHATS, ("fact", "replay", "replay"))],
+                         256, ("replay",))
+    assert sum(label >= ANCHOR for r in rows for label in r["labels"]) > 0
+    trainer = anchored_trainer_class(SFTTrainer)(
+        model=model, processing_class=tokenizer, train_dataset=Dataset.from_list(rows),
+        args=SFTConfig(output_dir="/tmp/unsloth-anchor", max_steps=1, report_to=[], learning_rate=1e-3,
+                       use_cpu=not torch.cuda.is_available(), per_device_train_batch_size=3))
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
+    model.train()
+    theirs = trainer.compute_loss(model, dict(batch)).item()
+    assert theirs == pytest.approx(answer_loss(model, dict(batch)).item(), rel=1e-4)
+    plain = dict(batch, labels=torch.where(batch["labels"] >= ANCHOR, batch["labels"] - ANCHOR, batch["labels"]))
+    assert theirs != pytest.approx(answer_loss(model, plain).item(), rel=1e-3), "the anchor rows train the tokens"
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    trainer.train()
+    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters() if p.requires_grad)
+
+
 @pytest.mark.parametrize("family", list(RECIPE_OF))
 def test_our_merge_matches_unsloths_merged_16bit(family, tmp_path):
     """One adapter, merged by Unsloth (save_pretrained_merged, merged_16bit) and by us

@@ -90,6 +90,23 @@ def cpu_trainer_class(autocast_dtype=None):
     return CpuSFTTrainer
 
 
+def anchored_trainer_class(base):
+    """An engine's own trainer (Unsloth's) with answer_loss as its loss: anchor labels
+    (train.replay_loss or contrast_loss kl) carry the base model's distribution, which no
+    engine's loss knows. Everything else (optimizer, kernels, the training loop) stays
+    the engine's."""
+
+    class AnchoredTrainer(base):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if return_outputs:
+                return super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+            inputs["use_cache"] = False
+            return answer_loss(model, inputs, num_items_in_batch)
+
+    AnchoredTrainer.__name__ = f"Anchored{base.__name__}"
+    return AnchoredTrainer
+
+
 # A label at or above ANCHOR marks an anchor position (train.replay_loss: kl): the target
 # is the base model's whole distribution there, not the token (label - ANCHOR) it chose.
 # Far above any vocabulary, so no token id is mistaken for one.
@@ -251,11 +268,11 @@ def run_sft(job: TrainJob, model, tokenizer, *, engine: str, base_identity: dict
         if job.teacher_prompts else (job.fact_rows, 0)
     rows = mix_replay(fact_rows, replay, recipe.train.replay_ratio, recipe.train.seed, contrast)
     anchored = anchored_sources(recipe)
-    if anchored and (trainer_class is not None or not labelled_positions_only(model)):
-        raise FactinjectError("train.replay_loss: kl is trained by the hf engine's loss, on a model without logit "
+    if anchored and not labelled_positions_only(model):
+        raise FactinjectError("train.replay_loss: kl is trained by factinject's loss, on a model without logit "
                               "soft-capping",
-                              fix=f"this run has the {engine} engine and a {type(model).__name__}: train with "
-                                  "--backend hf, or set train.replay_loss and train.contrast_loss to tokens")
+                              fix=f"{type(model).__name__} caps its logits: set train.replay_loss and "
+                                  "train.contrast_loss to tokens")
     dataset = Dataset.from_list(training_rows(tokenizer, rows, recipe.model.max_seq_length, anchored))
 
     if peft_transform is None:
@@ -272,8 +289,12 @@ def run_sft(job: TrainJob, model, tokenizer, *, engine: str, base_identity: dict
     progress = TrainProgress(max_epochs)
     callback = EpochCallback(job, tokenizer, reference.drift, curve, progress, to_inference, to_training)
     args = sft_config(job, use_cpu=use_cpu, bf16=bf16, fp16=fp16)
-    # Our loss on a CPU, and on a GPU where anchor labels need it; TRL's otherwise.
-    trainer_cls = trainer_class or (cpu_trainer_class(cpu_autocast) if use_cpu or anchored else SFTTrainer)
+    # Our loss on a CPU, and on a GPU where anchor labels need it; TRL's otherwise. An
+    # engine's own trainer (Unsloth's) keeps its loop, with our loss where anchors need it.
+    if trainer_class is not None:
+        trainer_cls = anchored_trainer_class(trainer_class) if anchored else trainer_class
+    else:
+        trainer_cls = cpu_trainer_class(cpu_autocast) if use_cpu or anchored else SFTTrainer
     trainer = trainer_cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                           callbacks=[callback])
     trainer.remove_callback(PrinterCallback)  # the progress bar replaces per-step log dicts
