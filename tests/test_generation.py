@@ -82,6 +82,39 @@ def test_the_loss_over_labelled_positions_is_the_full_loss(overhead, monkeypatch
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(full_grads, our_grads))
 
 
+def test_the_loss_over_labelled_positions_is_gemma2s_soft_capped_loss():
+    """Gemma-2 caps its logits (cap * tanh(logits / cap)): the loss over labelled positions
+    applies the same cap (hf_generate.lm_head), so it is the model's own loss there too,
+    gradients included, and the KL anchor trains it."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    from factinject.backends.sft import answer_loss, labelled_positions_only
+
+    torch.manual_seed(0)
+    config = Gemma2Config(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
+                          final_logit_softcapping=0.05, attn_logit_softcapping=50.0)
+    config._attn_implementation = "eager"
+    base = Gemma2ForCausalLM(config).eval()
+    ids, _ = left_padded([20] * 3)
+    mask = torch.ones_like(ids)
+    mask[1, -5:] = 0
+    labels = ids.clone()
+    labels[:, :8] = -100
+    labels[mask == 0] = -100
+    n = (labels[:, 1:] != -100).sum()
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "down_proj"], init_lora_weights=False))
+    assert labelled_positions_only(model)
+    full = model(input_ids=ids, attention_mask=mask, labels=labels, num_items_in_batch=n).loss
+    ours = answer_loss(model, {"input_ids": ids, "attention_mask": mask, "labels": labels}, n)
+    assert torch.allclose(full, ours, atol=1e-5), (full, ours)
+    uncapped = torch.nn.functional.cross_entropy(
+        model.get_output_embeddings()(model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state)[:, :-1][
+            labels[:, 1:] != -100].float(), labels[:, 1:][labels[:, 1:] != -100], reduction="sum") / n
+    assert not torch.allclose(uncapped, ours, atol=1e-3), "the cap changes the loss: the test would see a missing one"
+
+
 def test_anchor_positions_are_trained_on_the_base_models_distribution():
     """train.replay_loss: kl. Rows marked as anchors (labels + ANCHOR) add KL(base || tuned)
     at their answer positions, the base being the adapter switched off; other rows keep the

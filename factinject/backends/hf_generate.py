@@ -271,7 +271,7 @@ def teacher_forced_batched(model, sequences: list[tuple[list[int], list[int]]], 
                     yield i, torch.zeros(0, 0), []
                     continue
                 span = slice(len(prompt) - 1, len(prompt) + len(answer) - 1)
-                out = model.get_output_embeddings()(hidden[k, span]) if head_only else logits[k, span]
+                out = lm_head(model, hidden[k, span]) if head_only else logits[k, span]
                 yield i, out.float().cpu(), list(answer)
 
 
@@ -287,8 +287,17 @@ def teacher_forced_in_order(model, sequences: list[tuple[list[int], list[int]]],
 
 def labelled_positions_only(model) -> bool:
     """Whether answer_loss computes this model's loss exactly: a decoder and an LM head
-    with no logit soft-capping (Gemma-2 caps its logits) and no output scaling."""
+    (soft-capped as Gemma-2's, by lm_head) with no other output scaling."""
     config = getattr(model, "config", None)
-    return (config is not None and not getattr(config, "final_logit_softcapping", None)
-            and not getattr(config, "logit_scale", None) and hasattr(model, "get_output_embeddings")
+    return (config is not None and not getattr(config, "logit_scale", None) and hasattr(model, "get_output_embeddings")
             and hasattr(model, "get_decoder") and model.get_output_embeddings() is not None)
+
+
+def lm_head(model, hidden):
+    """The logits the model's own forward gives for these decoder states: its LM head, then
+    the logit soft-capping of models that have it (Gemma-2: cap * tanh(logits / cap))."""
+    import torch
+
+    logits = model.get_output_embeddings()(hidden)
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from factinject.backends.hf_generate import labelled_positions_only
+from factinject.backends.hf_generate import labelled_positions_only, lm_head
 from factinject.engines.records import TrainJob, TrainResult
 from factinject.errors import FactinjectError
 from factinject.recipe import Recipe
@@ -140,7 +140,7 @@ def answer_loss(model, inputs: dict, num_items_in_batch=None):
                                      use_cache=False).last_hidden_state
         targets = labels[index, 1:width]
         where = targets != -100
-        logits = model.get_output_embeddings()(hidden[:, :-1][where]).float()
+        logits = lm_head(model, hidden[:, :-1][where]).float()
         picked = targets[where]
         anchor = picked >= ANCHOR
         part = torch.nn.functional.cross_entropy(logits[~anchor], picked[~anchor], reduction="sum")
@@ -159,7 +159,7 @@ def _anchor_kl(model, ids, mask, where, anchor, tuned_logits):
     assert hasattr(model, "disable_adapter"), "anchor positions need a PEFT model: the base is its adapter switched off"
     with torch.no_grad(), model.disable_adapter():
         hidden = model.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-        base = model.get_output_embeddings()(hidden[:, :-1][where][anchor]).float().log_softmax(-1)
+        base = lm_head(model, hidden[:, :-1][where][anchor]).float().log_softmax(-1)
     return (base.exp() * (base - tuned_logits.log_softmax(-1))).sum()
 
 
@@ -269,9 +269,9 @@ def run_sft(job: TrainJob, model, tokenizer, *, engine: str, base_identity: dict
     rows = mix_replay(fact_rows, replay, recipe.train.replay_ratio, recipe.train.seed, contrast)
     anchored = anchored_sources(recipe)
     if anchored and not labelled_positions_only(model):
-        raise FactinjectError("train.replay_loss: kl is trained by factinject's loss, on a model without logit "
-                              "soft-capping",
-                              fix=f"{type(model).__name__} caps its logits: set train.replay_loss and "
+        raise FactinjectError("train.replay_loss: kl is trained by factinject's loss, which needs the model's "
+                              "decoder and LM head apart",
+                              fix=f"{type(model).__name__} scales its output otherwise: set train.replay_loss and "
                                   "train.contrast_loss to tokens")
     dataset = Dataset.from_list(training_rows(tokenizer, rows, recipe.model.max_seq_length, anchored))
 
