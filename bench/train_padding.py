@@ -38,7 +38,7 @@ def epoch_rows(run_dir: Path, recipe) -> tuple[list[int], list[str]]:
     reference = json.loads((run_dir / "train" / "base_answers.json").read_text(encoding="utf-8"))["reference"]
 
     def conversations(pairs):
-        return [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in pairs]
+        return [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a, *_ in pairs]
 
     from factinject.rundir.files import Run
 
