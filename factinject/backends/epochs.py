@@ -5,9 +5,9 @@ answers only: one that does not end within generate.max_new_tokens is left out, 
 the model is never taught to stop mid-sentence) and for the drift reference.
 After every epoch: dev recall (the `dev` split, never `test`) and drift (share of
 drift-control prompts whose answer opening differs from the base model's, see
-hf_generate.DRIFT_TOKENS; or, stop.drift: tokens, the share of their answer tokens the
-tuned model no longer ranks first, teacher-forced); then `choose_epoch` decides whether to stop, and the kept
-epoch's adapter is saved whole.
+hf_generate.DRIFT_TOKENS; with stop.drift: tokens, the share of the base's answer tokens
+the tuned model no longer ranks first, teacher-forced); then `choose_epoch` decides
+whether to stop, and the kept epoch's adapter is saved whole.
 
 Import order matters on the GPU: the Unsloth engine imports unsloth before this.
 """
@@ -37,7 +37,7 @@ from factinject.train.policy import choose_epoch
 class Reference:
     replay: list[tuple[str, str, bool]]  # (question, the base model's answer, whether it ended: else cut, see below)
     contrast: list[tuple[str, str]]
-    drift: list[str]  # the base model's answers to the drift prompts (openings, or stop.drift_tokens long)
+    drift: list[str]  # the base model's answers to the drift prompts (drift_budget tokens)
     unfinished: int  # replay and contrast answers left out: not finished within the budget
     cached: int = 0  # answers that came from the answer cache
     own_words: dict = field(default_factory=dict)  # teacher prompt -> (answer, finished) (train.fact_answers)

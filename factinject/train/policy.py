@@ -1,8 +1,9 @@
 """The training method's pure rules, applied after every epoch by whichever engine trains.
 
-`own_words_rows` and `mix_replay` decide what one epoch trains on; `choose_epoch` decides, from the
-curve so far, which epoch to keep and whether to go on. Both run inside the engine's
-child process (backends/epochs.py, backends/sft.py) and are tested on their own.
+`own_words_rows` and `mix_replay` decide what one epoch trains on; `choose_epoch`
+decides, from the curve so far, which epoch to keep and whether to go on. All run inside
+the engine's child process (backends/epochs.py, backends/sft.py) and are tested on their
+own.
 """
 
 from __future__ import annotations
