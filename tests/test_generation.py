@@ -27,6 +27,20 @@ def left_padded(lengths: list[int]):
     return ids, mask
 
 
+def answer_batch(rows: int, padded: dict[int, int] | None = None):
+    """(ids, attention mask, labels) of `rows` 20-token rows: row r right-padded by
+    padded[r] tokens, as training batches are padded; the first 8 tokens are the prompt
+    (label -100), the rest the answer."""
+    ids, _ = left_padded([20] * rows)
+    mask = torch.ones_like(ids)
+    for row, n in (padded or {}).items():
+        mask[row, -n:] = 0
+    labels = ids.clone()
+    labels[:, :8] = -100
+    labels[mask == 0] = -100
+    return ids, mask, labels
+
+
 def test_grouped_attention_under_padding_is_sdpa():
     from factinject.backends.loading import grouped_sdpa
 
@@ -58,13 +72,7 @@ def test_the_loss_over_labelled_positions_is_the_full_loss(overhead, monkeypatch
     from factinject.backends.sft import answer_loss, labelled_positions_only
 
     monkeypatch.setattr("factinject.backends.sft.GROUP_OVERHEAD_TOKENS", overhead)
-    ids, _ = left_padded([20] * 4)
-    mask = torch.ones_like(ids)
-    mask[1, -6:] = 0  # right padding of rows of several lengths, as training batches are padded
-    mask[2, -11:] = 0
-    labels = ids.clone()
-    labels[:, :8] = -100
-    labels[mask == 0] = -100
+    ids, mask, labels = answer_batch(4, {1: 6, 2: 11})
     n = (labels[:, 1:] != -100).sum()
     results = []
     for way in ("full", "labelled"):
@@ -97,12 +105,7 @@ def test_the_loss_over_labelled_positions_is_gemma2s_soft_capped_loss():
                           final_logit_softcapping=0.05, attn_logit_softcapping=50.0)
     config._attn_implementation = "eager"
     base = Gemma2ForCausalLM(config).eval()
-    ids, _ = left_padded([20] * 3)
-    mask = torch.ones_like(ids)
-    mask[1, -5:] = 0
-    labels = ids.clone()
-    labels[:, :8] = -100
-    labels[mask == 0] = -100
+    ids, mask, labels = answer_batch(3, {1: 5})
     n = (labels[:, 1:] != -100).sum()
     model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "down_proj"], init_lora_weights=False))
     assert labelled_positions_only(model)
@@ -123,12 +126,7 @@ def test_anchor_positions_are_trained_on_the_base_models_distribution():
 
     from factinject.backends.sft import ANCHOR, answer_loss
 
-    ids, _ = left_padded([20] * 4)
-    mask = torch.ones_like(ids)
-    mask[3, -5:] = 0
-    labels = ids.clone()
-    labels[:, :8] = -100
-    labels[mask == 0] = -100
+    ids, mask, labels = answer_batch(4, {3: 5})
     anchored = labels.clone()
     anchored[2:][anchored[2:] != -100] += ANCHOR  # rows 2 and 3 are replayed rows
     for init in (True, False):  # LoRA B = 0 (no change yet), then random

@@ -21,12 +21,17 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from factinject.backends.hf_generate import AGREEMENT_BATCH, DRIFT_TOKENS, generate, teacher_forced_batched
+from factinject.backends.hf_generate import (
+    AGREEMENT_BATCH,
+    DRIFT_TOKENS,
+    answer_sequences,
+    generate,
+    teacher_forced_batched,
+)
 from factinject.backends.loading import base_answer_cache
 from factinject.engines.records import EpochRecord, Load, ModelUnderTest, TrainJob
 from factinject.progress import counter
 from factinject.models.answer_cache import cached_generate_budgeted
-from factinject.models.chat import encode_for_training
 from factinject.recipe import Recipe
 from factinject.rundir.files import atomic_dir, write_text_atomic
 from factinject.scoring import contains_key, same_answer
@@ -157,12 +162,7 @@ class EpochCallback(TrainerCallback):
         are read once, from the same model with the adapter switched off."""
         if self._forced is None:
             assert hasattr(model, "disable_adapter"), "drift on tokens needs the adapter's model: the base is it off"
-            sequences = []
-            for question, answer in zip(self.job.drift_prompts, self.reference, strict=True):
-                ids, mask = encode_for_training(self.tokenizer, [{"role": "user", "content": question},
-                                                                 {"role": "assistant", "content": answer}])
-                split = mask.index(1)
-                sequences.append((ids[:split], ids[split:]))
+            sequences = answer_sequences(self.tokenizer, self.job.drift_prompts, self.reference)
             with model.disable_adapter():
                 base = {i: logits.argmax(-1) for i, logits, _ in teacher_forced_batched(model, sequences,
                                                                                         AGREEMENT_BATCH)}

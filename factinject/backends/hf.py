@@ -167,19 +167,13 @@ def agreement(data: dict) -> dict:
     as the whole answer (greedy answers compared word for word would count it so). Both
     distributions come from one model, the adapter switched off for the base, so an
     adapter that changes nothing scores every token and a KL of zero."""
-    from factinject.backends.hf_generate import teacher_forced_batched
+    from factinject.backends.hf_generate import answer_sequences, teacher_forced_batched
     from factinject.backends.loading import load_model
-    from factinject.models.chat import encode_for_training
 
     job = AgreementJob.from_dict(data)
     model, tokenizer, _ = load_model(job.target, job.load)
     assert hasattr(model, "disable_adapter"), "agreement needs an adapter's model: the base is that adapter switched off"
-    sequences = []
-    for question, answer in zip(job.questions, job.answers, strict=True):
-        ids, mask = encode_for_training(tokenizer, [{"role": "user", "content": question},
-                                                    {"role": "assistant", "content": answer}])
-        split = mask.index(1)  # the prompt, then the answer the base model gave
-        sequences.append((ids[:split], ids[split:]))
+    sequences = answer_sequences(tokenizer, job.questions, job.answers)
     results: list[dict | None] = [None] * len(sequences)
     chunk = AGREEMENT_BATCH * 4  # tuned and base logits of a chunk held at once, never of all answers
     with counter(f"[bold]probe[/] {job.target.label}, teacher-forced", len(sequences)) as bar:

@@ -9,7 +9,7 @@ own end marker such as <|eot_id|> or <end_of_turn>).
 
 from __future__ import annotations
 
-from factinject.models.chat import end_of_turn_ids
+from factinject.models.chat import encode_for_training, end_of_turn_ids
 
 # The testbed's answer budget (its answers are short); recipes set their own with
 # generate.max_new_tokens.
@@ -223,6 +223,18 @@ def _with_eos(ids: list[int], config: int | list[int] | None) -> list[int]:
 
 
 AGREEMENT_BATCH = 8  # answers per teacher-forced pass: SmolLM2's 256-token answers, 2 cores (docs/benchmarks.md)
+
+
+def answer_sequences(tokenizer, questions: list[str], answers: list[str]) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, answer ids) per question and a given answer (the base model's), as the
+    chat template encodes them for training: what the teacher-forced readings take."""
+    sequences = []
+    for question, answer in zip(questions, answers, strict=True):
+        ids, mask = encode_for_training(tokenizer, [{"role": "user", "content": question},
+                                                    {"role": "assistant", "content": answer}])
+        split = mask.index(1)  # the prompt, then the answer
+        sequences.append((ids[:split], ids[split:]))
+    return sequences
 
 
 def teacher_forced(model, sequences: list[tuple[list[int], list[int]]]) -> list:
